@@ -1,0 +1,3 @@
+from ptctl.cli.main import main
+
+main()

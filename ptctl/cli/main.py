@@ -1,0 +1,66 @@
+"""The `ptctl` entry point: wires the command modules, turns known errors into one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ptctl import __version__
+from ptctl.errors import PtctlError
+
+app = typer.Typer(
+    name="ptctl",
+    help="SLO-aware elastic prompt tuning on Slurm.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_debug = {"on": bool(os.environ.get("PTCTL_DEBUG"))}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ptctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for known errors too."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """SLO-aware elastic prompt tuning on Slurm."""
+    if debug:
+        _debug["on"] = True
+
+
+def _wire() -> None:
+    from ptctl.cli import bank, config, doctor, jobs, rebalance, run, sim
+
+    app.add_typer(config.app, name="config")
+    app.add_typer(bank.app, name="bank")
+    app.add_typer(sim.app, name="sim")
+    app.command("doctor")(doctor.doctor)
+    app.command("run")(run.run)
+    app.command("rebalance")(rebalance.rebalance)
+    jobs.register(app)
+
+
+_wire()
+
+
+def main() -> None:
+    try:
+        app()
+    except PtctlError as exc:
+        if _debug["on"]:
+            raise
+        print(f"ptctl: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("ptctl: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,5 @@
+"""`ptctl sim` commands."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="sim commands.")
