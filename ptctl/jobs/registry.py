@@ -1,0 +1,207 @@
+"""The job registry: one folder per job under the state folder (PTCTL_HOME).
+
+    <home>/jobs/<job_id>/spec.yaml      normalised spec (absolute deadline and paths)
+                          state.json     the state record (this module owns it)
+                          checkpoints/   step_N/ folders (the tuning engine owns them)
+                          progress.json  last progress (written by rank 0 of the running job)
+                          result/        the exported adapter
+                          logs/          submitit/Slurm logs
+    <home>/registry.lock                 guards job creation
+    <home>/jobs/<job_id>/.lock           guards updates of one job's state
+
+A job folder is built under a temp name and published by rename, so a reader never sees a job
+without its spec and state. State updates are read-modify-write under the job's lock and land
+by atomic rename, so concurrent `ptctl submit`s and a cron `ptctl rebalance` never lose,
+duplicate or half-write a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+from ptctl.errors import CorruptFileError, NotFoundError
+from ptctl.fsutil import atomic_write_json, atomic_write_text, file_lock, fsync_dir
+
+# Phases of a job's life. `resizing` = a stop was requested to relaunch at another GPU count.
+PHASES = ("queued", "pending", "running", "resizing", "finished", "failed", "cancelled")
+TERMINAL_PHASES = ("finished", "failed", "cancelled")
+
+_JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}-[a-z0-9]{4}$")
+_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o/1/l: ids are read aloud and retyped
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class SlurmAttempt:
+    """One launch of a job: a Slurm (or local) job id with the GPU count it was given."""
+
+    slurm_job_id: str
+    gpus: int
+    submitted_at: str
+    started_at: str | None = None
+    ended_at: str | None = None
+    state: str = "PENDING"
+    reason: str | None = None
+
+
+@dataclass
+class JobState:
+    job_id: str
+    name: str
+    phase: str = "queued"
+    created_at: str = field(default_factory=utcnow)
+    updated_at: str = field(default_factory=utcnow)
+    deadline: str | None = None
+    profile: str | None = None
+    gpus: int = 0
+    attempts: list[SlurmAttempt] = field(default_factory=list)
+    progress: dict[str, Any] = field(default_factory=dict)
+    estimates: dict[str, Any] = field(default_factory=dict)
+    policy_memory: dict[str, Any] = field(default_factory=dict)
+    pending_resize: dict[str, Any] | None = None
+    init_prompt_id: str | None = None
+    best_effort: bool = False
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise ValueError(f"phase: got {self.phase!r}, expected one of {', '.join(PHASES)}")
+        self.attempts = [a if isinstance(a, SlurmAttempt) else SlurmAttempt(**a)
+                         for a in self.attempts]
+
+    @property
+    def current_attempt(self) -> SlurmAttempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobState":
+        return cls(**data)
+
+
+class JobPaths:
+    """Every path of one job, in one place."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def job_id(self) -> str:
+        return self.root.name
+
+    spec = property(lambda self: self.root / "spec.yaml")
+    state = property(lambda self: self.root / "state.json")
+    lock = property(lambda self: self.root / ".lock")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    progress = property(lambda self: self.root / "progress.json")
+    result = property(lambda self: self.root / "result")
+    logs = property(lambda self: self.root / "logs")
+
+
+class Registry:
+    def __init__(self, home: str | os.PathLike):
+        self.home = Path(home)
+        self.jobs_dir = self.home / "jobs"
+
+    def paths(self, job_id: str) -> JobPaths:
+        return JobPaths(self.jobs_dir / job_id)
+
+    def create(self, name: str, spec: dict[str, Any], **state_fields: Any) -> JobState:
+        """Register a job: a fresh short id, its spec and first state, published atomically."""
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:32] or "job"
+        with file_lock(self.home / "registry.lock"):
+            while True:
+                job_id = f"{slug}-{''.join(secrets.choice(_ALPHABET) for _ in range(4))}"
+                if not (self.jobs_dir / job_id).exists():
+                    break
+            tmp = self.jobs_dir / f".tmp-{job_id}-{os.getpid()}"
+            tmp.mkdir()
+            try:
+                paths = JobPaths(tmp)
+                for sub in (paths.checkpoints, paths.logs):
+                    sub.mkdir()
+                atomic_write_text(paths.spec, yaml.safe_dump(spec, sort_keys=False))
+                state = JobState(job_id=job_id, name=name, **state_fields)
+                atomic_write_json(paths.state, state.to_dict())
+                os.rename(tmp, self.jobs_dir / job_id)
+                fsync_dir(self.jobs_dir)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return state
+
+    def ids(self) -> list[str]:
+        if not self.jobs_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.jobs_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith("."))
+
+    def exists(self, job_id: str) -> bool:
+        return _JOB_ID_RE.match(job_id) is not None and self.paths(job_id).state.is_file()
+
+    def _require(self, job_id: str) -> JobPaths:
+        if not self.exists(job_id):
+            raise NotFoundError(f"job {job_id!r}: no such job in {self.jobs_dir}")
+        return self.paths(job_id)
+
+    def load(self, job_id: str) -> JobState:
+        path = self._require(job_id).state
+        try:
+            return JobState.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as exc:
+            raise CorruptFileError(f"{path}: corrupt job state ({exc})") from None
+
+    def load_spec(self, job_id: str) -> dict[str, Any]:
+        path = self._require(job_id).spec
+        try:
+            return yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise CorruptFileError(f"{path}: corrupt job spec ({exc})") from None
+
+    def all(self) -> Iterator[JobState]:
+        for job_id in self.ids():
+            yield self.load(job_id)
+
+    def update(self, job_id: str, change: Callable[[JobState], None]) -> JobState:
+        """Apply `change` to the job's state under its lock; lands atomically or not at all."""
+        paths = self._require(job_id)
+        with file_lock(paths.lock):
+            state = self.load(job_id)
+            change(state)
+            state.version += 1
+            state.updated_at = utcnow()
+            JobState.from_dict(state.to_dict())  # validate before it lands
+            atomic_write_json(paths.state, state.to_dict())
+        return state
+
+    def read_progress(self, job_id: str) -> dict[str, Any]:
+        """The running job's last progress record; {} before the first one."""
+        path = self._require(job_id).progress
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise CorruptFileError(f"{path}: corrupt progress record ({exc})") from None
