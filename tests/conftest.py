@@ -1,0 +1,33 @@
+"""Test isolation: every test gets its own config layers, state folder and cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """No user config leaks in; the state folder is per test. The model cache is shared."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setenv("PTCTL_HOME", str(tmp_path / "ptctl-home"))
+    for var in ("PTCTL_PROFILE", "PTCTL_POLICY", "PTCTL_BANK_DIR", "PTCTL_PROFILES_DIR", "NO_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `ptctl` as a user would: a separate process, real exit code and streams."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "ptctl", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=timeout)
