@@ -1,0 +1,222 @@
+"""What ptctl asks the Slurm controller: is it up, where are my jobs, what a partition holds.
+
+Only calls to the Slurm client tools, each under a timeout, so that a status or rebalance round
+never hangs on a dead controller and importing this module stays cheap. Every failure to reach
+slurmctld (connect errors, timeouts) becomes `SlurmUnreachableError` (exit 75: retry later);
+other failures become a one-line `PtctlError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from ptctl.errors import NotFoundError, PtctlError, SlurmUnreachableError
+
+# Seconds one client call may take. The local cluster fails in ~2 s when slurmctld is down;
+# a busy production controller can take far longer to answer a healthy query.
+TIMEOUT_S = 30.0
+PING_TIMEOUT_S = 15.0
+
+# Job states after which Slurm never runs the job again (a requeued job goes back to PENDING).
+FINISHED_STATES = frozenset({
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+    "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "TIMEOUT",
+})
+
+# stderr of the client tools when slurmctld (or slurmdbd, for sacct) cannot be reached.
+_UNREACHABLE = re.compile(
+    r"Unable to contact slurm controller|Socket timed out|Connection refused|"
+    r"Connection timed out|Zero Bytes were transmitted|Communication connection failure|"
+    r"No route to host|Unable to establish connection|Transport endpoint is not connected|"
+    r"slurmdbd.*(not responding|connection)",
+    re.IGNORECASE,
+)
+_GPU_ENTRY = re.compile(r"\bgpu(:[^:,()=]+)?[:=](\d+)")
+
+
+@dataclass(frozen=True)
+class SlurmJobState:
+    """One Slurm job as the controller (or accounting) reports it.
+
+    `start` and `end` are Slurm's local timestamps ("2026-01-31T12:00:00"): `start` once the
+    job has started, `end` once it has finished, else None. `gpus` counts all nodes.
+    """
+
+    job_id: str
+    state: str
+    reason: str = ""
+    nodes: str = ""
+    gpus: int = 0
+    start: str | None = None
+    end: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    """A partition's size: `gpus_per_node` is its largest node's GPU count."""
+
+    name: str
+    nodes: int
+    gpus_per_node: int
+    total_gpus: int
+    up: bool
+
+
+def slurm_available() -> bool:
+    """True when this machine can submit Slurm jobs (ptctl then defaults to the slurm executor)."""
+    return shutil.which("sbatch") is not None
+
+
+def _run(args: list[str], timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm client command; unreachable or slow controllers raise SlurmUnreachableError."""
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise PtctlError(f"{args[0]} not found on PATH: Slurm client tools are not installed") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmUnreachableError(
+            f"Slurm unreachable: {args[0]} did not answer within {timeout:g} s") from None
+    if proc.returncode != 0 and _UNREACHABLE.search(proc.stderr):
+        raise SlurmUnreachableError(f"Slurm unreachable: {_first_line(proc.stderr)}")
+    return proc
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "no output")
+
+
+def _check(proc: subprocess.CompletedProcess[str], what: str) -> str:
+    if proc.returncode != 0:
+        raise PtctlError(f"{what} failed: {_first_line(proc.stderr or proc.stdout)}")
+    return proc.stdout
+
+
+def ping() -> None:
+    """Raise SlurmUnreachableError unless a slurmctld (primary or backup) answers."""
+    proc = _run(["scontrol", "ping"], timeout=PING_TIMEOUT_S)
+    if " is UP" not in proc.stdout:
+        raise SlurmUnreachableError(
+            f"Slurm unreachable: {_first_line(proc.stdout or proc.stderr)}")
+
+
+@functools.lru_cache(maxsize=1)
+def accounting_enabled() -> bool:
+    """True when slurmdbd stores finished jobs, so `sacct` can report them (cached per process)."""
+    out = _check(_run(["scontrol", "show", "config"]), "scontrol show config")
+    match = re.search(r"^AccountingStorageType\s*=\s*(\S+)", out, re.MULTILINE)
+    return bool(match) and match.group(1) != "accounting_storage/none"
+
+
+def _gpus(tres: str) -> int:
+    """GPU count in a TRES or GRES string: "gres:gpu:2", "gpu:a100:8(S:0-1)", "gres/gpu=4".
+
+    sacct lists a typed count next to the total ("gres/gpu=4,gres/gpu:a100=4"): the untyped
+    entries win; a string with typed entries only ("gpu:a100:4,gpu:v100:2") sums them.
+    """
+    entries = _GPU_ENTRY.findall(tres)
+    untyped = [int(n) for gpu_type, n in entries if not gpu_type]
+    return sum(untyped) if untyped else sum(int(n) for _, n in entries)
+
+
+def _time(value: str) -> str | None:
+    return None if value in ("", "N/A", "NONE", "None", "Unknown") else value
+
+
+def _job(job_id: str, state: str, reason: str, nodes: str, gpus: int,
+         start: str, end: str) -> SlurmJobState:
+    state = state.split()[0] if state.strip() else "UNKNOWN"  # sacct: "CANCELLED by 0"
+    started = state != "PENDING"
+    return SlurmJobState(
+        job_id=job_id, state=state, reason="" if reason == "None" else reason,
+        nodes="" if nodes in ("None assigned", "(null)") else nodes, gpus=gpus,
+        start=_time(start) if started else None,
+        end=_time(end) if state in FINISHED_STATES else None,
+    )
+
+
+_SQUEUE_FIELDS = ("JobID", "State", "Reason", "NodeList", "NumNodes", "tres-per-job",
+                  "tres-per-node", "StartTime", "EndTime")
+
+
+def _squeue(job_ids: list[str]) -> dict[str, SlurmJobState]:
+    proc = _run(["squeue", f"--jobs={','.join(job_ids)}", "--states=all", "--noheader",
+                 "--Format=" + ",".join(f"{f}:|" for f in _SQUEUE_FIELDS)])
+    # A single unknown id is an error; unknown ids among several are silently left out.
+    if proc.returncode != 0 and "Invalid job id" in proc.stderr:
+        return {}
+    out = _check(proc, "squeue")
+    jobs = {}
+    for line in out.splitlines():
+        fields = line.split("|")
+        if len(fields) < len(_SQUEUE_FIELDS):
+            continue
+        jid, state, reason, nodes, num_nodes, per_job, per_node, start, end = fields[:9]
+        gpus = _gpus(per_job) or _gpus(per_node) * int(num_nodes or 1)
+        jobs[jid] = _job(jid, state, reason, nodes, gpus, start, end)
+    return jobs
+
+
+def _sacct(job_ids: list[str]) -> dict[str, SlurmJobState]:
+    out = _check(_run(["sacct", f"--jobs={','.join(job_ids)}", "--allocations", "--noheader",
+                       "--parsable2",
+                       "--format=JobID,State,Reason,NodeList,AllocTRES,ReqTRES,Start,End"]),
+                 "sacct")
+    jobs = {}
+    for line in out.splitlines():
+        fields = line.split("|")
+        if len(fields) < 8:
+            continue
+        jid, state, reason, nodes, alloc, req, start, end = fields[:8]
+        jobs[jid] = _job(jid, state, reason, nodes, _gpus(alloc) or _gpus(req), start, end)
+    return jobs
+
+
+def queue_state(job_ids: list[str]) -> dict[str, SlurmJobState]:
+    """States of `job_ids` with one `squeue` call, plus one `sacct` call for ids squeue forgot.
+
+    slurmctld forgets a finished job MinJobAge seconds (default 300) after it ends; only
+    accounting (slurmdbd) knows it after that. `scontrol show job` reads the same table as
+    squeue, so without accounting such ids are simply absent from the result.
+    """
+    ids = list(dict.fromkeys(str(j) for j in job_ids))
+    if not ids:
+        return {}
+    jobs = {jid: job for jid, job in _squeue(ids).items() if jid in ids}
+    missing = [jid for jid in ids if jid not in jobs]
+    if missing and accounting_enabled():
+        jobs.update({jid: job for jid, job in _sacct(missing).items() if jid in missing})
+    return {jid: jobs[jid] for jid in ids if jid in jobs}
+
+
+def find_job_by_name(name: str) -> str | None:
+    """Id of the newest pending or running job named `name`, or None."""
+    out = _check(_run(["squeue", f"--name={name}", "--noheader", "--format=%i"]), "squeue")
+    ids = [line.strip() for line in out.splitlines() if line.strip()]
+    return max(ids, key=lambda j: [int(p) for p in re.findall(r"\d+", j)], default=None)
+
+
+def partition_info(partition: str) -> PartitionInfo:
+    """Nodes and GPUs of `partition` (GPUs from each node's configured GRES, sinfo %G)."""
+    out = _check(_run(["sinfo", "--Node", f"--partition={partition}", "--noheader",
+                       "--format=%N|%G|%a"]), "sinfo")
+    per_node: dict[str, int] = {}
+    up = False
+    for line in out.splitlines():
+        fields = line.split("|")
+        if len(fields) < 3:
+            continue
+        per_node[fields[0]] = _gpus(fields[1])
+        up = up or fields[2] == "up"
+    if not per_node:
+        raise NotFoundError(f"Slurm partition {partition!r} not found (or it has no nodes)")
+    return PartitionInfo(name=partition, nodes=len(per_node),
+                         gpus_per_node=max(per_node.values()),
+                         total_gpus=sum(per_node.values()), up=up)

@@ -1,0 +1,142 @@
+"""Against the real single-node cluster of slurm_templates/local (started by .ci/run).
+
+Skipped when Slurm is missing or slurmctld does not answer, unless PTCTL_REQUIRE_SLURM=1 (CI),
+which turns the skip into a failure. The test that stops slurmctld runs last.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ptctl.errors import EXIT_SLURM_UNREACHABLE, SlurmUnreachableError
+from ptctl.slurm import cluster
+
+pytestmark = pytest.mark.slurm
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "slurm_templates" / "local"
+PIDFILE = Path(os.environ.get("PTCTL_SLURM_DIR", "/var/lib/ptctl-slurm")) / "run" / "slurmctld.pid"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("PTCTL_REQUIRE_SLURM") == "1":
+        pytest.fail(f"{reason} (PTCTL_REQUIRE_SLURM=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    if shutil.which("sinfo") is None:
+        _unavailable("Slurm client tools not on PATH: run slurm_templates/local/start.sh")
+    try:
+        cluster.ping()
+    except SlurmUnreachableError as e:
+        _unavailable(f"local Slurm cluster not running ({e}): run slurm_templates/local/start.sh")
+    info = cluster.partition_info("debug")
+    if info.gpus_per_node < 2:
+        _unavailable(f"partition debug has {info.gpus_per_node} GPUs per node; need 2")
+
+
+def _sbatch(*args: str) -> str:
+    out = subprocess.run(["sbatch", "--parsable", "--output=/dev/null", *args],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    return out.strip().split(";")[0]
+
+
+def _wait_state(job_id: str, states: set[str], timeout: float = 30) -> cluster.SlurmJobState:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = cluster.queue_state([job_id]).get(job_id)
+        if job and job.state in states:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} not in {states} after {timeout} s: {job}")
+        time.sleep(0.5)
+
+
+def test_submitit_job_sees_two_gpus(tmp_path):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
+    executor.update_parameters(slurm_partition="debug", slurm_gpus_per_node=2, timeout_min=5,
+                               name="ptctl-test-gpus")
+    # os.getenv pickles by reference, so the job process needs no test module on its path.
+    job = executor.submit(os.getenv, "CUDA_VISIBLE_DEVICES")
+    try:
+        # Wait on the result file: without accounting, submitit's sacct-based state is blind.
+        deadline = time.monotonic() + 90
+        while not job.paths.result_pickle.exists():
+            assert time.monotonic() < deadline, f"no result from job {job.job_id} in 90 s"
+            time.sleep(0.5)
+        visible = job.result()
+    finally:
+        job.cancel(check=False)
+    assert visible is not None and len(visible.split(",")) == 2, visible
+
+
+def test_queue_state_running_and_finished(monkeypatch):
+    finished_id = _sbatch("--wrap=true")
+    _wait_state(finished_id, {"COMPLETED"})
+    running_id = _sbatch("--gpus-per-node=1", "--wrap=sleep 120")
+    try:
+        _wait_state(running_id, {"RUNNING"})
+        calls: list[list[str]] = []
+        real_run = cluster._run
+
+        def counting_run(args, timeout=cluster.TIMEOUT_S):
+            calls.append(args)
+            return real_run(args, timeout)
+
+        monkeypatch.setattr(cluster, "_run", counting_run)
+        states = cluster.queue_state([running_id, finished_id, "99999999"])
+    finally:
+        subprocess.run(["scancel", running_id], timeout=30, check=False)
+
+    assert [a[0] for a in calls].count("squeue") == 1
+    assert set(states) == {running_id, finished_id}  # the unknown id is left out
+    running, done = states[running_id], states[finished_id]
+    assert running.state == "RUNNING" and not running.finished
+    assert running.gpus == 1 and running.nodes == socket.gethostname().split(".")[0]
+    assert running.start and running.end is None
+    assert done.state == "COMPLETED" and done.finished and done.end
+
+
+def test_single_unknown_id_is_absent():
+    # squeue fails on a single unknown id (but not among several): that must not raise.
+    assert cluster.queue_state(["99999999"]) == {}
+
+
+def test_partition_info():
+    info = cluster.partition_info("debug")
+    assert info.up and info.nodes >= 1 and info.total_gpus >= info.gpus_per_node >= 2
+
+
+def test_unreachable_while_slurmctld_down():
+    """Last in the file: it stops slurmctld and starts it again with start.sh."""
+    if os.geteuid() != 0 or not PIDFILE.exists():
+        _unavailable("stopping slurmctld needs root and a cluster started by start.sh")
+    subprocess.run(["scontrol", "shutdown", "slurmctld"], timeout=30, check=True)
+    try:
+        deadline = time.monotonic() + 20
+        while PIDFILE.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)  # slurmctld removes its pid file on exit
+        t0 = time.monotonic()
+        with pytest.raises(SlurmUnreachableError) as ping_error:
+            cluster.ping()
+        with pytest.raises(SlurmUnreachableError) as queue_error:
+            cluster.queue_state(["1", "2"])
+        elapsed = time.monotonic() - t0
+    finally:
+        restart = subprocess.run([str(SCRIPTS / "start.sh")], capture_output=True, text=True,
+                                 timeout=120)
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    cluster.ping()
+    for error in (ping_error.value, queue_error.value):
+        assert error.exit_code == EXIT_SLURM_UNREACHABLE and "\n" not in str(error)
+    assert elapsed < 15, f"ping + squeue took {elapsed:.1f} s to report slurmctld down"
