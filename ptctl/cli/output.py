@@ -14,9 +14,12 @@ from rich.table import Table
 
 
 def _console(stream) -> Console:
-    no_color = bool(os.environ.get("NO_COLOR")) or not stream.isatty()
+    tty = stream.isatty()
+    no_color = bool(os.environ.get("NO_COLOR")) or not tty
+    # Piped output (cron mail, logs) is not cut to 80 columns.
+    width = None if tty else int(os.environ.get("COLUMNS") or 200)
     return Console(file=stream, no_color=no_color, highlight=False, soft_wrap=True,
-                   force_terminal=False if not stream.isatty() else None)
+                   force_terminal=False if not tty else None, width=width)
 
 
 @dataclass

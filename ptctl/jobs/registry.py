@@ -6,6 +6,7 @@
                           progress.json  last progress (written by rank 0 of the running job)
                           result/        the exported adapter
                           logs/          submitit/Slurm logs
+                          init_prompt.safetensors  the Prompt Bank prompt chosen at submit
     <home>/registry.lock                 guards job creation
     <home>/jobs/<job_id>/.lock           guards updates of one job's state
 
@@ -117,6 +118,7 @@ class JobPaths:
     progress = property(lambda self: self.root / "progress.json")
     result = property(lambda self: self.root / "result")
     logs = property(lambda self: self.root / "logs")
+    init_prompt = property(lambda self: self.root / "init_prompt.safetensors")
 
 
 class Registry:
@@ -127,8 +129,10 @@ class Registry:
     def paths(self, job_id: str) -> JobPaths:
         return JobPaths(self.jobs_dir / job_id)
 
-    def create(self, name: str, spec: dict[str, Any], **state_fields: Any) -> JobState:
-        """Register a job: a fresh short id, its spec and first state, published atomically."""
+    def create(self, name: str, spec: dict[str, Any], files: dict[str, bytes] | None = None,
+               **state_fields: Any) -> JobState:
+        """Register a job: a fresh short id, its spec, first state and any `files` (e.g. the
+        initial prompt), published together by one rename."""
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:32] or "job"
         with file_lock(self.home / "registry.lock"):
@@ -143,6 +147,8 @@ class Registry:
                 for sub in (paths.checkpoints, paths.logs):
                     sub.mkdir()
                 atomic_write_text(paths.spec, yaml.safe_dump(spec, sort_keys=False))
+                for rel, data in (files or {}).items():
+                    (tmp / rel).write_bytes(data)
                 state = JobState(job_id=job_id, name=name, **state_fields)
                 atomic_write_json(paths.state, state.to_dict())
                 os.rename(tmp, self.jobs_dir / job_id)

@@ -1,0 +1,49 @@
+"""`ptctl rebalance`: one scheduling round, for cron (or scrontrab)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptctl.cli import common
+from ptctl.cli.output import JsonOpt, Output, QuietOpt
+from ptctl.config import load_profile
+from ptctl.fsutil import try_file_lock
+from ptctl.jobs.registry import Registry
+
+
+def rebalance(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the decisions; change "
+                                                            "nothing.")] = False,
+    wait_s: Annotated[float, typer.Option("--wait-s", help="How long to wait for resizing jobs "
+                                                           "to checkpoint.")] = 60.0,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Start queued jobs, grow or shrink running ones, record finished and failed ones.
+
+    Holds a lock so that overlapping cron runs never act twice; a second run right after
+    changes nothing.
+    """
+    from ptctl.slurm import orchestrate
+
+    out = Output(json_mode=json, quiet=quiet)
+    cfg = common.config()
+    profile = load_profile(cfg)
+    registry = Registry(cfg.home)
+    with try_file_lock(Path(cfg.home) / "rebalance.lock") as locked:
+        if not locked:
+            out.emit({"skipped": "another rebalance holds the lock"},
+                     human="another rebalance is running; nothing done")
+            return
+        tick = orchestrate.rebalance_once(registry, profile, cfg.policy, dry_run=dry_run,
+                                          resize_wait_s=wait_s)
+    rows = [(d.job_id, d.action, d.gpus, d.reason) for d in tick.decisions]
+    out.table(["job", "decision", "gpus", "reason"], rows, data={
+        "dry_run": dry_run, "policy": cfg.policy, "profile": profile.name,
+        "decisions": [d.__dict__ for d in tick.decisions], "actions": tick.actions})
+    if not json:
+        for action in tick.actions:
+            out.info(" ".join(f"{k}={v}" for k, v in action.items()))

@@ -1,0 +1,159 @@
+"""What each task of a launched job runs: one rank of the tuning engine.
+
+submitit pickles a `TuningTask` (two strings: no user data) and calls it in every task of the
+Slurm job (one task per GPU). Rank 0 keeps the registry record of the attempt up to date. When
+the training loop stops on SIGUSR2 (time limit, preemption, or a resize asked by `ptctl
+rebalance`), rank 0 either leaves the job stopped (a resize is pending: rebalance resubmits it
+at the new size) or requeues it at the same size with `scontrol requeue`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import zlib
+
+from ptctl.errors import CorruptFileError
+from ptctl.jobs.registry import JobState, Registry, utcnow
+from ptctl.jobs.spec import spec_from_dict
+
+# How often (seconds) rank 0 re-reads the registry to see whether a resize is pending.
+STOP_CHECK_EVERY_S = 2.0
+
+
+def _rendezvous(job_env) -> str:
+    """A tcp:// address every rank derives alike: the first node, a port from the job id."""
+    host = job_env.hostnames[0] if job_env.num_nodes > 1 else "127.0.0.1"
+    port = 20000 + zlib.crc32(str(job_env.job_id).encode()) % 20000
+    return f"tcp://{host}:{port}"
+
+
+def _device(local_rank: int) -> str:
+    import torch
+
+    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+class TuningTask:
+    """The callable submitit runs; holds only the state folder and the job id."""
+
+    def __init__(self, home: str, job_id: str):
+        self.home = home
+        self.job_id = job_id
+
+    def __call__(self) -> dict:
+        import submitit
+
+        from ptctl.tuning.train import train
+
+        env = submitit.JobEnvironment()
+        registry = Registry(self.home)
+        slurm_id = str(env.job_id)
+        rank, world = env.global_rank, env.num_tasks
+        if rank == 0:
+            registry.update(self.job_id, lambda st: _mark_running(st, slurm_id))
+        spec = spec_from_dict(registry.load_spec(self.job_id), origin=f"job {self.job_id} spec")
+        state = registry.load(self.job_id)
+        init_prompt = _initial_prompt(registry, self.job_id)
+
+        last_check = [0.0]
+
+        def resize_pending() -> bool:
+            if time.monotonic() - last_check[0] < STOP_CHECK_EVERY_S:
+                return False
+            last_check[0] = time.monotonic()
+            return registry.load(self.job_id).pending_resize is not None
+
+        try:
+            outcome = train(spec, registry.paths(self.job_id).root, rank=rank, world_size=world,
+                            init_method=_rendezvous(env) if world > 1 else None,
+                            device=_device(env.local_rank), init_prompt=init_prompt,
+                            init_prompt_id=state.init_prompt_id,
+                            stop_check=resize_pending if rank == 0 else None)
+        except BaseException as exc:
+            if rank == 0 and not isinstance(exc, SystemExit):
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                registry.update(self.job_id, lambda st: _mark_attempt_failed(st, slurm_id,
+                                                                             message))
+            raise
+        summary = {"status": outcome.status, "reason": outcome.reason, "step": outcome.step,
+                   "metrics": outcome.metrics}
+        if rank != 0:
+            return summary
+        if outcome.status == "finished":
+            registry.update(self.job_id, lambda st: _mark_finished(st, slurm_id, outcome))
+            return summary
+        pending = registry.load(self.job_id).pending_resize
+        if pending is None and os.environ.get("SLURM_JOB_ID") == slurm_id:
+            # Time limit or preemption: the same attempt goes back to the queue at the same size
+            # and resumes from the checkpoint just saved.
+            registry.update(self.job_id, lambda st: _mark_requeued(st, slurm_id, outcome.reason))
+            subprocess.run(["scontrol", "requeue", slurm_id], check=False, timeout=30)
+        else:
+            registry.update(self.job_id, lambda st: _mark_stopped(st, slurm_id, outcome.reason))
+        return summary
+
+
+def _initial_prompt(registry: Registry, job_id: str):
+    """The Prompt Bank prompt that submit copied into the job folder, if it chose one.
+
+    A copy, not a reference into the bank: the bank may change while the job runs, and the
+    compute nodes need not see it.
+    """
+    path = registry.paths(job_id).init_prompt
+    if not path.is_file():
+        return None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)["prompt"]
+    except (SafetensorError, KeyError, OSError) as exc:
+        raise CorruptFileError(f"{path}: not a prompt safetensors file ({exc})") from None
+
+
+def _attempt(state: JobState, slurm_id: str):
+    for attempt in reversed(state.attempts):
+        if attempt.slurm_job_id == slurm_id:
+            return attempt
+    return None
+
+
+def _mark_running(state: JobState, slurm_id: str) -> None:
+    attempt = _attempt(state, slurm_id)
+    if attempt is not None:
+        attempt.started_at = attempt.started_at or utcnow()
+        attempt.state = "RUNNING"
+    if state.phase in ("queued", "pending"):
+        state.phase = "running"
+
+
+def _mark_finished(state: JobState, slurm_id: str, outcome) -> None:
+    attempt = _attempt(state, slurm_id)
+    if attempt is not None:
+        attempt.ended_at, attempt.state, attempt.reason = utcnow(), "COMPLETED", outcome.reason
+    state.phase = "finished"
+    state.pending_resize = None
+    state.progress.update({"step": outcome.step, "samples": outcome.samples,
+                           "metrics": outcome.metrics, "finish_reason": outcome.reason})
+
+
+def _mark_stopped(state: JobState, slurm_id: str, reason: str) -> None:
+    attempt = _attempt(state, slurm_id)
+    if attempt is not None:
+        attempt.ended_at, attempt.state, attempt.reason = utcnow(), "STOPPED", reason
+
+
+def _mark_requeued(state: JobState, slurm_id: str, reason: str) -> None:
+    attempt = _attempt(state, slurm_id)
+    if attempt is not None:
+        attempt.state, attempt.reason = "PENDING", f"requeued after {reason}"
+    state.phase = "pending"
+
+
+def _mark_attempt_failed(state: JobState, slurm_id: str, message: str) -> None:
+    attempt = _attempt(state, slurm_id)
+    if attempt is not None:
+        attempt.ended_at, attempt.state, attempt.reason = utcnow(), "FAILED", message
+    state.errors.append(message)
