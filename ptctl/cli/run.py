@@ -1,0 +1,67 @@
+"""`ptctl run SPEC.yaml`: train a job in the foreground on this machine.
+
+The job folder (`--dir`, default ./runs/<name>) follows ptctl.tuning.rundir; running the same
+spec again resumes from its latest checkpoint, at any `--gpus`. SIGUSR2 / SIGTERM / Ctrl-C
+save a checkpoint and exit 0 with status "stopped".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+
+from ptctl.cli.output import JsonOpt, Output, QuietOpt
+from ptctl.errors import BadInputError
+from ptctl.fsutil import atomic_write_text
+from ptctl.jobs.spec import load_spec, resolved_spec_dict
+from ptctl.tuning.rundir import RunDir
+
+# Fields that must match to resume a job folder (deadline, GPU bounds and Slurm may change).
+_RESUME_KEYS = ("model", "task", "prompt", "training", "target")
+
+
+def run(
+    spec_file: Annotated[Path, typer.Argument(help="Job spec (YAML).", metavar="SPEC.yaml")],
+    gpus: Annotated[Optional[int], typer.Option(
+        "--gpus", help="Ranks (GPUs; CPU processes without GPUs). Default: the spec's gpus.min.")
+    ] = None,
+    job_dir: Annotated[Optional[Path], typer.Option(
+        "--dir", help="Job folder for checkpoints, progress and result. Default: runs/<name>.")
+    ] = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a prompt-tuning job here, resuming from its latest checkpoint if there is one."""
+    out = Output(json_mode=json, quiet=quiet)
+    spec = load_spec(spec_file)
+    world = gpus if gpus is not None else spec.gpus.min
+    if world < 1:
+        raise BadInputError(f"--gpus: got {world}, expected an integer >= 1")
+    run_dir = RunDir(job_dir if job_dir is not None else Path("runs") / spec.name)
+    normalised = resolved_spec_dict(spec, datetime.now(timezone.utc))
+    if run_dir.spec.is_file():
+        before = yaml.safe_load(run_dir.spec.read_text(encoding="utf-8")) or {}
+        changed = [k for k in _RESUME_KEYS if before.get(k) != normalised.get(k)]
+        if changed:
+            raise BadInputError(f"{run_dir.root}: holds a job with a different "
+                                f"{', '.join(changed)}; use another --dir")
+    else:
+        atomic_write_text(run_dir.spec, yaml.safe_dump(normalised, sort_keys=False))
+
+    from ptctl.tuning.launch import launch  # torch and transformers load only here
+
+    out.info(f"ptctl: running {spec.name} with {world} rank(s) in {run_dir.root}")
+    outcome = launch(spec, run_dir.root, world)
+    data = {"job": spec.name, "dir": str(run_dir.root), "status": outcome.status,
+            "reason": outcome.reason, "step": outcome.step, "samples": outcome.samples,
+            "metrics": outcome.metrics,
+            "checkpoint": str(outcome.checkpoint) if outcome.checkpoint else None,
+            "result": str(outcome.result) if outcome.result else None}
+    metric = ", ".join(f"{k} {v:.4f}" for k, v in (outcome.metrics or {}).items()) or "-"
+    where = outcome.result if outcome.status == "finished" else outcome.checkpoint
+    out.emit(data, human=f"{spec.name}: {outcome.status} ({outcome.reason}) at step "
+                         f"{outcome.step}; {metric}; {where}")
