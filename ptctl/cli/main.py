@@ -43,8 +43,11 @@ def root(
 
 
 def _wire() -> None:
-    from ptctl.cli import config, doctor, sim
+    from ptctl.cli import config, doctor, jobs, rebalance, run, sim
 
+    jobs.register(app)
+    app.command("run")(run.run)
+    app.command("rebalance")(rebalance.rebalance)
     app.add_typer(config.app, name="config")
     app.add_typer(sim.app, name="sim")
     app.command("doctor")(doctor.doctor)

