@@ -112,6 +112,19 @@ def test_single_unknown_id_is_absent():
     assert cluster.queue_state(["99999999"]) == {}
 
 
+def test_sacct_reports_finished_jobs():
+    """The fallback for jobs squeue forgot (after MinJobAge): only with --accounting."""
+    if not cluster.accounting_enabled():
+        pytest.skip("accounting off: start the cluster with start.sh --accounting")
+    job_id = _sbatch("--gpus-per-node=2", "--wrap=true")
+    _wait_state(job_id, {"COMPLETED"})
+    deadline = time.monotonic() + 30
+    while (job := cluster._sacct([job_id]).get(job_id)) is None or not job.finished:
+        assert time.monotonic() < deadline, f"sacct does not report job {job_id} finished: {job}"
+        time.sleep(0.5)
+    assert job.state == "COMPLETED" and job.gpus == 2 and job.start and job.end
+
+
 def test_partition_info():
     info = cluster.partition_info("debug")
     assert info.up and info.nodes >= 1 and info.total_gpus >= info.gpus_per_node >= 2

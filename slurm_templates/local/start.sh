@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
 # Start (or keep running) the single-node local Slurm cluster for ptctl tests and trials:
 # one node = this host, 16 CPUs, 8 fake GPUs (see common.sh), partition "debug". No systemd.
-# Usage: start.sh [--accounting]   (--accounting also runs MariaDB + slurmdbd so sacct works)
-# Idempotent: running daemons are kept; they are restarted only when the rendered config changed.
+# Usage: start.sh [--accounting | --no-accounting]
+#   --accounting also runs MariaDB + slurmdbd so that sacct works; later runs keep it on
+#   until --no-accounting. Idempotent: running daemons are kept, and restarted only when the
+#   rendered config changed (job state survives a restart).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 accounting=0
+no_accounting=0
 for arg in "$@"; do
     case "$arg" in
         --accounting) accounting=1 ;;
-        -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+        --no-accounting) no_accounting=1 ;;
+        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
         *) die "unknown option: $arg" ;;
     esac
 done
 [[ "$(id -u)" == 0 ]] || die "run as root (it writes /etc/slurm and starts daemons)"
 t0=$SECONDS
 
-if (( accounting )); then "$HERE/install.sh" --accounting; else "$HERE/install.sh"; fi
-
 mkdir -p "$STATE"/{ctld,spool,run,log,dev,etc}
-# A leftover accounting marker from an earlier --accounting run keeps accounting on,
-# so that a plain start.sh does not silently drop it.
-[[ -e "$STATE/run/accounting" ]] && accounting=1
+# The marker of an earlier --accounting run keeps accounting on, so that a plain start.sh
+# does not silently drop it.
+if (( no_accounting )); then
+    rm -f "$STATE/run/accounting" "$ETC/slurmdbd.conf"
+    stop_pidfile slurmdbd "$STATE/run/slurmdbd.pid"
+    stop_pidfile MariaDB "$STATE/run/mariadb.pid"
+elif [[ -e "$STATE/run/accounting" ]]; then
+    accounting=1
+fi
+if (( accounting )); then "$HERE/install.sh" --accounting; else "$HERE/install.sh"; fi
 
 step "GPU device files: $STATE/dev/gpu[0-$((GPUS - 1))] -> /dev/null"
 for ((i = 0; i < GPUS; i++)); do ln -sfn /dev/null "$STATE/dev/gpu$i"; done
@@ -36,7 +45,8 @@ accounting_block="AccountingStorageType=accounting_storage/none"
 if (( accounting )); then
     accounting_block="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
-AccountingStoragePort=6819"
+AccountingStoragePort=6819
+AccountingStorageTRES=gres/gpu"
 fi
 
 render() {  # render TEMPLATE OUTPUT

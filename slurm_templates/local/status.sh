@@ -14,5 +14,5 @@ if ! timeout 10 scontrol ping >/dev/null 2>&1; then
     step "slurmctld does not answer"
     exit 1
 fi
-sinfo -N -o '%N %t %c CPUs, %G, partition %P' | sed 's/^/[ptctl-slurm] /'
+sinfo -h -N -o '%N %t %c CPUs, %G, partition %P' | sed 's/^/[ptctl-slurm] /'
 squeue | sed 's/^/[ptctl-slurm] /'
