@@ -80,7 +80,7 @@ def _run(args: list[str], timeout: float = TIMEOUT_S) -> subprocess.CompletedPro
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
-        raise PtctlError(f"{args[0]} not found on PATH: Slurm client tools are not installed") from None
+        raise PtctlError(f"{args[0]} not found on PATH: Slurm client tools missing") from None
     except subprocess.TimeoutExpired:
         raise SlurmUnreachableError(
             f"Slurm unreachable: {args[0]} did not answer within {timeout:g} s") from None
