@@ -48,6 +48,11 @@ class TuningTask:
         from ptctl.tuning.train import train
 
         env = submitit.JobEnvironment()
+        if os.environ.get("SLURM_CPUS_PER_TASK"):
+            import torch
+
+            # One rank per GPU: each keeps to the CPUs Slurm gave its task.
+            torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
         registry = Registry(self.home)
         slurm_id = str(env.job_id)
         rank, world = env.global_rank, env.num_tasks

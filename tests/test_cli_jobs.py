@@ -1,0 +1,131 @@
+"""The job commands on the embedded default (submitit's local executor): what a user sees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from test_spec import BAD_VALUES, GOOD, with_value
+
+LOCAL = {"PTCTL_PROFILE": "local"}
+
+
+def tiny_spec(tmp_path: Path, **overrides) -> Path:
+    data = {
+        "name": "tiny",
+        "model": "tiny-random",
+        "task": {"source": "tweet-sentiment",
+                 "label_words": {"negative": "bad", "neutral": "okay", "positive": "good"},
+                 "max_train_samples": 64, "eval_samples": 16, "max_length": 32},
+        "prompt": {"virtual_tokens": 4, "init": "random"},
+        "training": {"global_batch_size": 4, "micro_batch_size": 2, "learning_rate": 0.3,
+                     "max_steps": 12, "eval_every": 4, "checkpoint_every": 4},
+        "target": "accuracy >= 0.99",
+        "deadline": "30m",
+        "gpus": {"min": 1, "max": 1},
+    }
+    data.update(overrides)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("path,value,expected", BAD_VALUES[::3],
+                         ids=[f"{p}={v!r}" for p, v, _ in BAD_VALUES[::3]])
+def test_submit_bad_spec_exit_2_and_nothing_written(tmp_path: Path, path, value, expected):
+    data = with_value(path, value)
+    if path == "prompt.init_text":
+        data["prompt"]["init"] = "text"
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    home = tmp_path / "ptctl-home"
+    result = run_cli("submit", str(spec), env=LOCAL)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ptctl: error: ")
+    assert path in lines[0] and expected in lines[0]
+    assert not (home / "jobs").exists() or not list((home / "jobs").iterdir())
+
+
+def test_submit_unknown_key_and_past_deadline(tmp_path: Path):
+    spec = tmp_path / "typo.yaml"
+    spec.write_text(yaml.safe_dump(with_value("training.learnig_rate", 0.1)))
+    result = run_cli("submit", str(spec), env=LOCAL)
+    assert result.returncode == 2 and "training.learnig_rate: unknown key" in result.stderr
+    past = tiny_spec(tmp_path, deadline="2020-01-01T00:00:00+00:00")
+    result = run_cli("submit", str(past), env=LOCAL)
+    assert result.returncode == 2 and "deadline:" in result.stderr and "past" in result.stderr
+    assert not (tmp_path / "ptctl-home" / "jobs").exists()
+
+
+def test_impossible_deadline_refused_unless_best_effort(tmp_path: Path):
+    # 5000 steps at the planner's prior speed cannot fit in one minute on one GPU.
+    spec = tiny_spec(tmp_path, deadline="1m", training={
+        "global_batch_size": 4, "micro_batch_size": 2, "max_steps": 5000})
+    result = run_cli("submit", str(spec), "--dry-run", env=LOCAL)
+    assert result.returncode == 2
+    assert "deadline:" in result.stderr and "cannot be met" in result.stderr
+    assert "--best-effort" in result.stderr
+    ok = run_cli("submit", str(spec), "--dry-run", "--best-effort", "--json", env=LOCAL)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["plan"]["feasible"] is False
+
+
+def test_submit_wait_runs_to_the_end_locally(tmp_path: Path):
+    spec = tiny_spec(tmp_path)
+    result = run_cli("submit", str(spec), "--wait", "--json", env=LOCAL, timeout=600)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    job_id = plan["job_id"]
+    assert plan["phase"] == "finished" and plan["launched_gpus"] == 1
+
+    status = json.loads(run_cli("status", job_id, "--json", env=LOCAL).stdout)[0]
+    assert status["phase"] == "finished" and status["step"] == 12
+    assert status["attempts"][0]["state"] == "COMPLETED"
+    listing = json.loads(run_cli("ls", "--json", env=LOCAL).stdout)
+    assert [j["job_id"] for j in listing] == [job_id]
+    res = json.loads(run_cli("result", job_id, "--json", env=LOCAL).stdout)
+    assert res["steps"] == 12 and res["model"] == "tiny-random"
+    assert (Path(res["adapter"]) / "adapter_model.safetensors").is_file()
+    logs = run_cli("logs", job_id, env=LOCAL)
+    assert logs.returncode == 0
+    # A second rebalance right after changes nothing.
+    again = json.loads(run_cli("rebalance", "--json", env=LOCAL).stdout)
+    assert again["actions"] == []
+
+
+def test_unknown_job_is_one_line_exit_1():
+    result = run_cli("status", "nope-abcd", env=LOCAL)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"ptctl: error: job 'nope-abcd': no such job in " \
+                                    f"{Path.cwd() / 'ptctl-home' / 'jobs'}"
+
+
+def test_doctor_local_profile_passes_and_json():
+    result = run_cli("doctor", "--json", env=LOCAL)
+    data = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout
+    names = {c["name"]: c["status"] for c in data["checks"]}
+    assert names["slurm"] == "skip" and names["state folder writable"] == "ok"
+
+
+def test_doctor_fails_on_unwritable_state_folder(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_cli("doctor", env={**LOCAL, "PTCTL_HOME": str(blocker / "state")})
+    assert result.returncode == 1
+    assert "state folder writable" in result.stdout and "fail" in result.stdout
+
+
+def test_good_spec_dry_run_plans_without_registering(tmp_path: Path):
+    spec = tmp_path / "good.yaml"
+    spec.write_text(yaml.safe_dump(GOOD | {"prompt": {"init": "random"}}))
+    result = run_cli("submit", str(spec), "--dry-run", "--json", env=LOCAL)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)["plan"]
+    assert plan["gpus"] == 1 and plan["feasible"] and plan["profile"] == "local"
+    assert not (tmp_path / "ptctl-home" / "jobs").exists()

@@ -1,0 +1,84 @@
+"""ptctl's own commands against the real local Slurm cluster (slurm_templates/local).
+
+Skipped without a running cluster unless PTCTL_REQUIRE_SLURM=1 (CI). The test that stops
+slurmctld runs last in this file and starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from test_cli_jobs import tiny_spec
+from test_slurm_local import PIDFILE, SCRIPTS, _unavailable, local_cluster  # noqa: F401
+
+pytestmark = pytest.mark.slurm
+SLURM = {"PTCTL_PROFILE": "localslurm"}
+
+
+def rebalance_until(job_id: str, phases: set[str], timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = run_cli("rebalance", "--json", "--wait-s", "5", env=SLURM)
+        assert result.returncode == 0, result.stderr
+        status = json.loads(run_cli("status", job_id, "--json", env=SLURM).stdout)[0]
+        if status["phase"] in phases:
+            return status
+        assert time.monotonic() < deadline, f"{job_id} still {status['phase']}: {status}"
+        time.sleep(2)
+
+
+def test_doctor_passes_on_the_cluster():
+    result = run_cli("doctor", "--json", env=SLURM)
+    data = json.loads(result.stdout)
+    assert result.returncode == 0, data
+    checks = {c["name"]: c for c in data["checks"]}
+    assert checks["slurm controller"]["status"] == "ok"
+    assert checks["partition GPUs"]["status"] == "ok"
+    assert "8 GPUs per node" in checks["partition GPUs"]["detail"]
+
+
+def test_two_gpu_job_through_slurm(tmp_path: Path):
+    spec = tiny_spec(tmp_path, gpus={"min": 2, "max": 2}, name="slurm2")
+    result = run_cli("submit", str(spec), "--json", env=SLURM)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["launched_gpus"] == 2 and plan["slurm_job_id"]
+    status = rebalance_until(plan["job_id"], {"finished", "failed"})
+    assert status["phase"] == "finished", status
+    attempt = status["attempts"][0]
+    assert attempt["gpus"] == 2 and attempt["slurm_job_id"] == plan["slurm_job_id"]
+    # Both ranks ran: each task wrote its own log.
+    logs = Path(os.environ["PTCTL_HOME"]) / "jobs" / plan["job_id"] / "logs" / \
+        plan["slurm_job_id"]
+    assert sorted(p.name for p in logs.glob("*_log.out")) == [
+        f"{plan['slurm_job_id']}_0_log.out", f"{plan['slurm_job_id']}_1_log.out"]
+
+
+def test_doctor_fails_clearly_while_slurmctld_down():
+    """Last in the file: it stops slurmctld and starts it again with start.sh."""
+    if os.geteuid() != 0 or not PIDFILE.exists():
+        _unavailable("stopping slurmctld needs root and a cluster started by start.sh")
+    subprocess.run(["scontrol", "shutdown", "slurmctld"], timeout=30, check=True)
+    try:
+        deadline = time.monotonic() + 20
+        while PIDFILE.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        result = run_cli("doctor", env=SLURM)
+        submit = run_cli("submit", str(tiny_spec(Path.cwd())), env=SLURM)
+    finally:
+        restart = subprocess.run([str(SCRIPTS / "start.sh")], capture_output=True, text=True,
+                                 timeout=120)
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    assert result.returncode == 1
+    line = [ln for ln in result.stdout.splitlines() if "slurm controller" in ln]
+    assert line and "fail" in line[0], result.stdout
+    assert submit.returncode == 75, submit.stderr
+    assert submit.stderr.startswith("ptctl: error: Slurm unreachable")
+    assert len(submit.stderr.strip().splitlines()) == 1
