@@ -63,7 +63,8 @@ def model_name(ref: str) -> str:
 def resolve_model(ref: str) -> str:
     """A folder (or hub id) that `from_pretrained` loads; builds cached folders on first use."""
     if ref in BUILTIN_MODELS:
-        return str(_cached(ref, _BUILDERS[ref]))
+        key, build = _BUILDERS[ref]
+        return str(_cached(key, build))
     path = Path(ref)
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -193,7 +194,10 @@ def byte_tokenizer():
 
 
 def _build_tiny_random(out: Path) -> None:
-    """2 layers, 64 wide, seeded weights: the same model on every machine, in under a second."""
+    """2 layers, 64 wide, seeded weights: the same model on every machine, in under a second.
+
+    initializer_range 0.2 (not Llama's 0.02): at 0.02 the random net's output is near uniform
+    whatever the prompt, so tests could not see a loss fall."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -201,7 +205,8 @@ def _build_tiny_random(out: Path) -> None:
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                          max_position_embeddings=1024, pad_token_id=0, bos_token_id=1,
-                         eos_token_id=2, tie_word_embeddings=False)
+                         eos_token_id=2, tie_word_embeddings=False,
+                         initializer_range=0.2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)
         model = LlamaForCausalLM(config)
@@ -209,7 +214,9 @@ def _build_tiny_random(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-_BUILDERS: dict[str, Callable[[Path], None]] = {
-    "smollm2-135m": _build_smollm2,
-    "tiny-random": _build_tiny_random,
+# Built-in name -> (cache folder name, builder). Bump the folder's version when a builder
+# changes, so that stale caches are never reused.
+_BUILDERS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "smollm2-135m": ("smollm2-135m-v1", _build_smollm2),
+    "tiny-random": ("tiny-random-v2", _build_tiny_random),
 }

@@ -71,7 +71,7 @@ def export_adapter(peft_model, folder: Path, base_model: str, meta: dict[str, An
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         peft_model.peft_config[peft_model.active_adapter].base_model_name_or_path = base_model
-        peft_model.save_pretrained(str(tmp))
+        peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
         (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card stub
         atomic_write_json(tmp / META, meta)
         tmp.chmod(0o755)

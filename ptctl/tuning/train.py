@@ -237,6 +237,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
         if not state.evals and state.finished is None:
             if spec.target.reached(evaluate()):
                 state.finished = "target_reached"
+        progress("running")
 
         # --- the loop --------------------------------------------------------------------
         steps_this_session = 0
