@@ -1,0 +1,113 @@
+"""Steps/s of ptctl's training loop against a Hugging Face Trainer + peft baseline.
+
+Same model, task, prompt init, learning rate and global batch; the baseline gets exactly
+ptctl's batches (its sampler is replaced by ptctl's DataOrder), so the difference is the loop:
+ptctl right-pads without an attention mask and computes logits only at label positions, the
+baseline runs peft's forward with padded attention masks and full logits.
+
+    python benchmarks/tune_vs_trainer.py [--model smollm2-135m] [--steps 10]
+
+Prints a markdown table; both sides average every step, the first included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ptctl.jobs.spec import load_spec
+from ptctl.tuning.data import load_task
+from ptctl.tuning.models import load_base_model, resolve_model
+from ptctl.tuning.rundir import RunDir
+from ptctl.tuning.train import DataOrder, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ptctl_mean_step(spec, steps: int) -> float:
+    """Mean seconds per step of ptctl's own loop (train(), one rank) over `steps` steps, from
+    its progress record (steps_per_s is a mean over the last 20 steps, evaluation excluded)."""
+    assert steps <= 20
+    with tempfile.TemporaryDirectory() as root:
+        train(spec, Path(root), stop_after=steps)
+        return 1.0 / RunDir(Path(root)).read_progress()["steps_per_s"]
+
+
+def trainer_steps(spec, steps: int) -> list[float]:
+    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+    from transformers import (DataCollatorForSeq2Seq, Trainer, TrainerCallback,
+                              TrainingArguments)
+
+    model, tokenizer = load_base_model(spec.model)
+    task = load_task(spec.task, tokenizer)
+    t = spec.training
+    order = DataOrder([ex.length for ex in task.train], t.global_batch_size, t.seed)
+    examples = [task.train[i] for s in range(steps)
+                for i in sorted(order.step(s), key=lambda i: task.train[i].length)]
+    rows = [{"input_ids": list(ex.input_ids) + list(ex.target_ids),
+             "labels": [-100] * len(ex.input_ids) + list(ex.target_ids)} for ex in examples]
+    init = spec.prompt
+    config = PromptTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=init.virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.TEXT if init.init == "text"
+        else PromptTuningInit.SAMPLE_VOCAB,
+        prompt_tuning_init_text=init.init_text if init.init == "text" else None,
+        tokenizer_name_or_path=resolve_model(spec.model) if init.init == "text" else None)
+    torch.manual_seed(t.seed)
+    peft_model = get_peft_model(model, config)
+    timings: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            timings.append(time.perf_counter() - self.started)
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=t.micro_batch_size,
+            gradient_accumulation_steps=t.global_batch_size // t.micro_batch_size,
+            learning_rate=t.learning_rate, weight_decay=0.0, max_steps=steps,
+            lr_scheduler_type="linear", warmup_steps=t.warmup_steps, use_cpu=True,
+            report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
+            dataloader_num_workers=0, remove_unused_columns=False, seed=t.seed)
+        trainer = InOrder(model=peft_model, args=args, train_dataset=rows,
+                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True),
+                          callbacks=[Timer()])
+        trainer.train()
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default=str(REPO / "jobs" / "smollm2-tweets.yaml"))
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    spec.task.eval_samples = 8  # the step-0 evaluation is not timed; keep it short
+    ours = ptctl_mean_step(spec, args.steps)
+    theirs = trainer_steps(spec, args.steps)
+    ratio = statistics.mean(theirs) / ours
+    print("| loop | steps | mean s/step | steps/s |")
+    print("|---|---|---|---|")
+    print(f"| ptctl | {args.steps} | {ours:.3f} | {1 / ours:.3f} |")
+    print(f"| HF Trainer + peft | {len(theirs)} | {statistics.mean(theirs):.3f} | "
+          f"{1 / statistics.mean(theirs):.3f} |")
+    print(f"\nratio (ptctl steps/s / Trainer steps/s): {ratio:.2f}")
+    print(f"model {spec.model}, task {spec.task.source}, global batch "
+          f"{spec.training.global_batch_size}, micro batch {spec.training.micro_batch_size}, "
+          f"max_length {spec.task.max_length}, threads {torch.get_num_threads()}")
+
+
+if __name__ == "__main__":
+    main()
