@@ -2,10 +2,10 @@
 # Set up ptctl in .venv and run the main job: SmolLM2-135M prompt tuning on tweet sentiment,
 # submitted with `ptctl submit --wait` on the embedded default (submitit's local executor, no
 # Slurm needed). On a machine with a Slurm cluster, pass a profile: PTCTL_PROFILE=mycluster.
-# Usage: bash jobs/quickstart.sh [SPEC.yaml]   (default: jobs/tweet-sentiment-smollm2.yaml)
+# Usage: bash jobs/quickstart.sh [SPEC.yaml]   (default: jobs/smollm2-tweets.yaml)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-SPEC="${1:-jobs/tweet-sentiment-smollm2.yaml}"
+SPEC="${1:-jobs/smollm2-tweets.yaml}"
 
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     echo "[quickstart] installing python3-venv (needs root)"
