@@ -37,6 +37,10 @@ from ptctl.fsutil import atomic_write_json, atomic_write_text, file_lock, fsync_
 PHASES = ("queued", "pending", "running", "resizing", "finished", "failed", "cancelled")
 TERMINAL_PHASES = ("finished", "failed", "cancelled")
 
+# libyaml's C loader where PyYAML has it: a rebalance round parses every live job's spec.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 _JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}-[a-z0-9]{4}$")
 _ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o/1/l: ids are read aloud and retyped
 
@@ -146,7 +150,8 @@ class Registry:
                 paths = JobPaths(tmp)
                 for sub in (paths.checkpoints, paths.logs):
                     sub.mkdir()
-                atomic_write_text(paths.spec, yaml.safe_dump(spec, sort_keys=False))
+                atomic_write_text(paths.spec,
+                                  yaml.dump(spec, Dumper=_YAML_DUMPER, sort_keys=False))
                 for rel, data in (files or {}).items():
                     (tmp / rel).write_bytes(data)
                 state = JobState(job_id=job_id, name=name, **state_fields)
@@ -182,7 +187,7 @@ class Registry:
     def load_spec(self, job_id: str) -> dict[str, Any]:
         path = self._require(job_id).spec
         try:
-            return yaml.safe_load(path.read_text(encoding="utf-8"))
+            return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
         except yaml.YAMLError as exc:
             raise CorruptFileError(f"{path}: corrupt job spec ({exc})") from None
 
