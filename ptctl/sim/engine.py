@@ -1,0 +1,293 @@
+"""Trace-driven, event-driven cluster simulator; every decision comes from ptctl.planner.policies.
+
+Time advances from round to round. A round happens at the next event - an arrival, a job's
+predicted completion, or a time a policy asked to be reviewed at - but, as in ElasticFlow's
+simulator, an event less than one slot away is handled at the next slot boundary (`now + slot`),
+merged with everything else due by then. At each round:
+
+  1. running jobs progress at their table rate for the time since the last round, minus the
+     time they were stalled by a start or resize (the cluster's overhead model);
+  2. finished jobs leave (their GPUs are held until their exact finish time);
+  3. arrivals join the queue;
+  4. the policy decides for every queued or running job, and the decisions are applied.
+
+Determinism: the only randomness (the noise of iteration estimates) is drawn from `seed`.
+GPU-hours count every GPU a job holds, stalls included, plus idle warm instances of policies
+that keep a warm pool.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ptctl.errors import BadInputError
+from ptctl.planner.gpu_need import ClusterModel, elasticflow_overhead_s
+from ptctl.planner.policies import JobView, Policy, get_policy, histogram_keepalive_s
+from ptctl.planner.throughput import ThroughputTable
+from ptctl.sim.traces import SimJob
+
+EF_RESTART_EVERY = 60  # ElasticFlow restarts its trainers (a placement-cache flush) every 60 rounds
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How to simulate: cluster physics and what the policies can know."""
+
+    cluster: ClusterModel
+    throughputs: ThroughputTable
+    seed: int = 0
+    estimate_rel_sd: float = 0.0   # noise of remaining-iteration estimates (0: exact)
+    bank_lookup_s: float = 10.0    # Prompt Bank search before a bank-using job's first start
+
+    def __post_init__(self) -> None:
+        if self.estimate_rel_sd < 0:
+            raise BadInputError(f"estimate_rel_sd={self.estimate_rel_sd} must be >= 0")
+        if self.bank_lookup_s < 0:
+            raise BadInputError(f"bank_lookup_s={self.bank_lookup_s} must be >= 0")
+
+
+@dataclass
+class JobOutcome:
+    job_id: str
+    arrival_s: float
+    deadline_s: float
+    iterations: float
+    finish_s: float | None = None
+    declined: bool = False
+    reported_infeasible: bool = False
+    gpu_seconds: float = 0.0
+    resizes: int = 0
+
+    @property
+    def met_deadline(self) -> bool:
+        return self.finish_s is not None and self.finish_s <= self.deadline_s
+
+    @property
+    def status(self) -> str:
+        if self.declined:
+            return "declined"
+        if self.finish_s is None:
+            return "unfinished"
+        return "met" if self.met_deadline else "late"
+
+
+@dataclass
+class SimResult:
+    policy: str
+    outcomes: list[JobOutcome]
+    gpu_seconds: float
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+    rounds: int = 0
+
+    def summary(self) -> dict:
+        jobs = len(self.outcomes)
+        met = sum(o.met_deadline for o in self.outcomes)
+        jcts = [o.finish_s - o.arrival_s for o in self.outcomes if o.finish_s is not None]
+        return {
+            "policy": self.policy,
+            "jobs": jobs,
+            "met_deadline": met,
+            "slo_violation_rate": (jobs - met) / jobs if jobs else 0.0,
+            "deadline_satisfactory_ratio": met / jobs if jobs else 0.0,
+            "gpu_hours": self.gpu_seconds / 3600.0,
+            "mean_jct_s": statistics.fmean(jcts) if jcts else None,
+            "median_jct_s": statistics.median(jcts) if jcts else None,
+            "resizes": sum(o.resizes for o in self.outcomes),
+            "declined": sum(o.declined for o in self.outcomes),
+            "late": sum(o.status == "late" for o in self.outcomes),
+            "unfinished": sum(o.status == "unfinished" for o in self.outcomes),
+            "reported_infeasible": sum(o.reported_infeasible for o in self.outcomes),
+            "rounds": self.rounds,
+        }
+
+    def job_rows(self) -> list[dict]:
+        return [{
+            "job_id": o.job_id, "arrival_s": o.arrival_s, "deadline_s": o.deadline_s,
+            "finish_s": o.finish_s,
+            "jct_s": None if o.finish_s is None else o.finish_s - o.arrival_s,
+            "status": o.status, "met_deadline": o.met_deadline,
+            "reported_infeasible": o.reported_infeasible,
+            "gpu_hours": o.gpu_seconds / 3600.0, "resizes": o.resizes,
+        } for o in self.outcomes]
+
+
+class _Live:
+    """Simulator-side state of one active job, and the JobView the policy sees (reused)."""
+
+    __slots__ = ("job", "outcome", "curve", "total", "done", "gpus", "stall_until", "view",
+                 "noise", "started")
+
+    def __init__(self, job: SimJob, total: float, curve, allowed: tuple[int, ...],
+                 max_gpus: int, noise: float) -> None:
+        self.job, self.curve, self.total, self.noise = job, curve, total, noise
+        self.outcome = JobOutcome(job.job_id, job.arrival_s, job.deadline_s, total)
+        self.done = 0.0
+        self.gpus = 0
+        self.stall_until = 0.0
+        self.started = False
+        self.view = JobView(job.job_id, job.model, job.global_batch, job.arrival_s, job.deadline_s,
+                            "queued", 0, min(job.min_gpus, max_gpus), max_gpus, allowed,
+                            total, curve)
+
+
+def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> SimResult:
+    """Run one policy over a trace; deterministic for a given config (seed included)."""
+    policy = get_policy(policy)
+    cluster = config.cluster
+    total_gpus = cluster.total_gpus
+    slot = cluster.slot_s
+    ef_physics = cluster.overhead_model == "elasticflow"
+    rng = np.random.default_rng(config.seed)
+    noise = rng.normal(0.0, config.estimate_rel_sd, size=len(jobs)) if config.estimate_rel_sd else None
+
+    arrivals = sorted(jobs, key=lambda j: (j.arrival_s, j.job_id))
+    outcomes: list[JobOutcome] = []
+    active: dict[str, _Live] = {}
+    next_arrival = 0
+    gpu_seconds = 0.0
+    timeline: list[tuple[float, int]] = []
+    reviews: list[float] = []
+    warm_until: dict[str, float] = {}
+    last_arrival: dict[str, float] = {}
+    arrival_gaps: dict[str, list[float]] = {}
+    now = arrivals[0].arrival_s if arrivals else 0.0
+    last_round = now
+    rounds = 0
+    # ElasticFlow's trainer cache: a placement seen since the last restart starts in 2 s. Its
+    # simulator keys it by the exact GPU ranks (buddy blocks); we key it by the block size.
+    placements_seen: set[int] = set()
+
+    def add_arrival(job: SimJob, index: int) -> None:
+        curve = config.throughputs.curve(job.model, job.global_batch)
+        max_gpus = min(job.max_gpus, total_gpus)
+        allowed = tuple(g for g in curve.allowed_gpus if job.min_gpus <= g <= max_gpus)
+        if not allowed:
+            outcome = JobOutcome(job.job_id, job.arrival_s, job.deadline_s, job.iterations)
+            outcomes.append(outcome)  # can never run on this cluster: counts as unfinished
+            return
+        total = job.iterations_bank if policy.uses_bank else job.iterations
+        live = _Live(job, total, curve, allowed, max(allowed), float(noise[index]) if noise is not None else 0.0)
+        active[job.job_id] = live
+        outcomes.append(live.outcome)
+        if job.model in last_arrival:
+            arrival_gaps.setdefault(job.model, []).append(job.arrival_s - last_arrival[job.model])
+        last_arrival[job.model] = job.arrival_s
+
+    while True:
+        # 1-2. progress since the last round; completions.
+        elapsed = now - last_round
+        for live in list(active.values()):
+            if live.gpus == 0:
+                continue
+            rate = live.curve.rate(live.gpus)
+            begin = max(last_round, live.stall_until)
+            work = max(0.0, now - begin) * rate
+            if live.done + work >= live.total:
+                finish = begin + (live.total - live.done) / rate
+                live.outcome.finish_s = finish
+                live.outcome.gpu_seconds += live.gpus * (finish - last_round)
+                gpu_seconds += live.gpus * (finish - last_round)
+                warm_until[live.job.model] = finish + (histogram_keepalive_s(
+                    arrival_gaps.get(live.job.model, [])) if policy.keeps_warm else 0.0)
+                del active[live.job.job_id]
+                continue
+            live.done += work
+            live.outcome.gpu_seconds += live.gpus * elapsed
+            gpu_seconds += live.gpus * elapsed
+        if policy.keeps_warm and elapsed > 0:
+            running_models = {lv.job.model for lv in active.values() if lv.gpus}
+            for model, until in warm_until.items():
+                if model not in running_models and until > last_round:
+                    gpu_seconds += min(until, now) - last_round
+
+        # 3. arrivals.
+        while next_arrival < len(arrivals) and arrivals[next_arrival].arrival_s <= now:
+            add_arrival(arrivals[next_arrival], next_arrival)
+            next_arrival += 1
+
+        if not active and next_arrival >= len(arrivals):
+            break
+
+        # 4. decide and apply.
+        if active:
+            rounds += 1
+            running_models = {lv.job.model for lv in active.values() if lv.gpus}
+            views = []
+            for live in active.values():
+                v = live.view
+                progress = live.done / live.total
+                estimate_total = live.total * max(0.05, 1.0 + live.noise * (1.0 - progress))
+                v.remaining_iterations = max(1.0, estimate_total - live.done)
+                v.remaining_sd = config.estimate_rel_sd * live.total * (1.0 - progress)
+                v.gpus = live.gpus
+                v.state = "running" if live.gpus else "queued"
+                v.warm = (policy.keeps_warm and (live.job.model in running_models
+                          or warm_until.get(live.job.model, -math.inf) >= now))
+                views.append(v)
+            decisions = policy.decide(now, total_gpus, views, cluster)
+            restart = ef_physics and rounds % EF_RESTART_EVERY == 0
+            used = 0
+            review = math.inf
+            for live, d in zip(list(active.values()), decisions):
+                if d.job_id != live.job.job_id:
+                    raise AssertionError("policy returned decisions out of order")
+                live.view.memory = d.memory
+                if d.action == "infeasible":
+                    live.outcome.reported_infeasible = True
+                if d.action == "decline":
+                    live.outcome.declined = True
+                    del active[live.job.job_id]
+                    continue
+                old, new = live.gpus, d.gpus
+                if old and new != old:
+                    live.outcome.resizes += 1
+                if new:
+                    if ef_physics:
+                        cached = new in placements_seen
+                        placements_seen.add(new)
+                        overhead = elasticflow_overhead_s(new, not cached, restart, total_gpus)
+                        live.stall_until = now + overhead
+                    elif new != old:
+                        overhead = cluster.transition_s(old, new, live.view.warm)
+                        if not live.started and policy.uses_bank:
+                            overhead += config.bank_lookup_s
+                        live.stall_until = now + overhead
+                    live.started = True
+                live.gpus = new
+                used += new
+                if d.review_at_s is not None and d.review_at_s > now:
+                    review = min(review, d.review_at_s)
+            if restart:
+                placements_seen.clear()
+            if used > total_gpus:
+                raise AssertionError(f"{policy.name} used {used} of {total_gpus} GPUs at t={now}")
+            timeline.append((now, used))
+
+        # next round
+        candidates = []
+        if next_arrival < len(arrivals):
+            candidates.append(arrivals[next_arrival].arrival_s)
+        for live in active.values():
+            if live.gpus:
+                begin = max(now, live.stall_until)
+                candidates.append(begin + (live.total - live.done) / live.curve.rate(live.gpus))
+        while reviews and reviews[0] <= now:
+            heapq.heappop(reviews)
+        if reviews:
+            candidates.append(reviews[0])
+        if active and review < min(candidates, default=math.inf):
+            # As ElasticFlow's scale event: only the earliest review, only when nothing comes first.
+            heapq.heappush(reviews, review)
+            candidates.append(review)
+        if not candidates:
+            break  # queued jobs that nothing will ever start
+        upcoming = min(candidates)
+        last_round = now
+        now = now + slot if upcoming - now <= slot else upcoming
+
+    return SimResult(policy.name, outcomes, gpu_seconds, timeline, rounds)
