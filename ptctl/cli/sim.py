@@ -1,5 +1,124 @@
-"""`ptctl sim` commands."""
+"""`ptctl sim`: run scheduling policies over job traces (run, compare) and generate
+prompt-tuning traces (gen). Heavy modules load inside the commands to keep start-up fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="sim commands.")
+from ptctl.cli.output import JsonOpt, Output, QuietOpt
+from ptctl.errors import BadInputError
+
+app = typer.Typer(no_args_is_help=True, help="Simulate scheduling policies on job traces.")
+
+TraceOpt = Annotated[Path, typer.Option("--trace", help="Job trace CSV (ElasticFlow or ptctl format).")]
+GpusOpt = Annotated[Optional[int], typer.Option("--gpus", help="Cluster size in GPUs.")]
+SpecOpt = Annotated[Optional[Path], typer.Option("--cluster-spec", help="ElasticFlow cluster spec CSV (nXgY.csv).")]
+TputOpt = Annotated[Optional[Path], typer.Option("--throughputs", help="Folder of ElasticFlow-format throughput CSVs.")]
+SlotOpt = Annotated[float, typer.Option("--slot", help="Scheduling slot in seconds.")]
+OverheadOpt = Annotated[Optional[str], typer.Option(
+    "--overhead-model", help="resize (Slurm resize cost) or elasticflow; default by trace format.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the estimate noise.")]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+SUMMARY_KEYS = ("jobs", "met_deadline", "slo_violation_rate", "deadline_satisfactory_ratio",
+                "gpu_hours", "mean_jct_s", "median_jct_s", "resizes")
+
+
+@app.command("run")
+def run(trace: TraceOpt, policy: Annotated[str, typer.Option("--policy", help="Policy name.")],
+        gpus: GpusOpt = None, cluster_spec: SpecOpt = None, throughputs: TputOpt = None,
+        slot: SlotOpt = 60.0, overhead_model: OverheadOpt = None, seed: SeedOpt = 0,
+        jobs_csv: Annotated[Optional[Path], typer.Option("--jobs-csv", help="Write the per-job CSV here.")] = None,
+        json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Simulate one policy over a trace and print its SLO and cost figures."""
+    from ptctl.planner.policies import get_policy
+    from ptctl.sim.engine import simulate
+    from ptctl.sim.runner import prepare, write_job_csv
+
+    out = Output(json_mode=json_out, quiet=quiet)
+    get_policy(policy)
+    jobs, config = prepare(trace, gpus=gpus, cluster_spec=cluster_spec, throughputs=throughputs,
+                           slot_s=slot, overhead_model=overhead_model, seed=seed)
+    result = simulate(jobs, policy, config)
+    summary = result.summary()
+    if jobs_csv is not None:
+        write_job_csv(jobs_csv, result)
+        out.info(f"per-job results written to {jobs_csv}")
+    out.table(["metric", "value"], [(k, _fmt(summary[k])) for k in summary if k != "policy"],
+              data=summary, title=f"{policy} on {trace.name}")
+
+
+@app.command("compare")
+def compare(trace: TraceOpt,
+            policies: Annotated[str, typer.Option("--policies", help="Comma-separated policy names.")]
+            = "prompttuner,elasticflow,infless,edf,fifo",
+            gpus: GpusOpt = None, cluster_spec: SpecOpt = None, throughputs: TputOpt = None,
+            slot: SlotOpt = 60.0, overhead_model: OverheadOpt = None, seed: SeedOpt = 0,
+            plots: Annotated[Path, typer.Option("--plots", help="Folder for the PNG plots.")] = Path("sim-plots"),
+            json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Run several policies on one trace; ratios are against `prompttuner` when it is listed."""
+    from ptctl.planner.policies import get_policy
+    from ptctl.sim.runner import plot_comparison, prepare, ratios_to, run_policies
+
+    out = Output(json_mode=json_out, quiet=quiet)
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    if not names:
+        raise BadInputError("--policies is empty")
+    for name in names:
+        get_policy(name)
+    jobs, config = prepare(trace, gpus=gpus, cluster_spec=cluster_spec, throughputs=throughputs,
+                           slot_s=slot, overhead_model=overhead_model, seed=seed)
+    results = run_policies(jobs, config, names)
+    baseline = "prompttuner" if "prompttuner" in names else names[0]
+    rows = ratios_to(results, baseline)
+    paths = plot_comparison(results, plots)
+    out.info("plots: " + ", ".join(str(p) for p in paths))
+    columns = ["policy", "met_deadline", "slo_violation_rate", "gpu_hours", "resizes",
+               f"violations_vs_{baseline}", f"gpu_hours_vs_{baseline}"]
+    out.table(columns, [[_fmt(r[c]) for c in columns] for r in rows], data=rows,
+              title=f"{trace.name}: ratios to {baseline}")
+
+
+@app.command("gen")
+def gen(out_path: Annotated[Path, typer.Option("--out", help="Trace CSV to write.")],
+        jobs: Annotated[int, typer.Option("--jobs", help="Number of jobs.")] = 200,
+        rate: Annotated[float, typer.Option("--rate", help="Poisson arrivals per hour.")] = 30.0,
+        models: Annotated[str, typer.Option("--models", help="model:weight,... mix.")]
+        = "gpt-base:0.4,gpt-large:0.35,vicuna-7b:0.25",
+        k_range: Annotated[str, typer.Option("--k", help="Deadline factor range lo,hi.")] = "0.5,1.5",
+        reference_gpus: Annotated[int, typer.Option("--reference-gpus", help="GPUs the deadline factor refers to.")] = 2,
+        max_gpus: Annotated[int, typer.Option("--max-gpus", help="Per-job GPU cap.")] = 32,
+        convergence: Annotated[Optional[Path], typer.Option(
+            "--convergence", help="JSON with bank/random iteration statistics.")] = None,
+        seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Write a prompt-tuning trace (ptctl format) with Poisson arrivals and bank/random iterations."""
+    from ptctl.sim.gen import GenSpec, generate, load_convergence
+    from ptctl.sim.traces import write_ptctl_trace
+
+    out = Output(json_mode=json_out, quiet=quiet)
+    try:
+        mix = [(m.split(":")[0].strip(), float(m.split(":")[1]) if ":" in m else 1.0)
+               for m in models.split(",") if m.strip()]
+        k_lo, k_hi = (float(x) for x in k_range.split(","))
+    except ValueError:
+        raise BadInputError(f"--models {models!r} / --k {k_range!r}: expected 'name:weight,...' "
+                            "and 'lo,hi'") from None
+    spec = GenSpec(jobs=jobs, rate_per_hour=rate, models=tuple(m for m, _ in mix),
+                   model_weights=tuple(w for _, w in mix), k_min=k_lo, k_max=k_hi,
+                   reference_gpus=reference_gpus, max_gpus=max_gpus, seed=seed)
+    trace = generate(spec, load_convergence(convergence))
+    write_ptctl_trace(out_path, trace)
+    summary = {"path": str(out_path), "jobs": len(trace),
+               "span_hours": (trace[-1].arrival_s - trace[0].arrival_s) / 3600,
+               "mean_bank_over_random": sum(j.iterations_bank / j.iterations for j in trace) / len(trace)}
+    out.table(["key", "value"], [(k, _fmt(v)) for k, v in summary.items()], data=summary,
+              title="generated trace")

@@ -1,0 +1,146 @@
+"""`ptctl sim gen`: synthetic prompt-tuning traces.
+
+Jobs arrive as a Poisson process; each picks a model from a mix; its iterations to the target
+from a random initial prompt are drawn log-normally around a per-model median, and its
+iterations from a Prompt Bank prompt are that times a bank/random step ratio (log-normal around
+the median ratio of the convergence file). The deadline is arrival + k x the job's duration at a
+reference GPU count, with k uniform in a range.
+
+Convergence file (`--convergence FILE`, JSON):
+    {"bank_over_random_median": 0.5, "bank_over_random_sigma": 0.3,
+     "random_iterations_median": {"gpt-base": 3000, ...}, "random_iterations_sigma": 0.5}
+Missing keys take DEFAULT_CONVERGENCE. The default ratio 0.5 is a placeholder until the Prompt
+Bank benchmarks supply measured values.
+
+Throughput of the prompt-tuning models (`PROMPT_TUNING_THROUGHPUTS`, iterations/s on A100s at
+global batch 32) is an assumption stated here, shaped by the Universal Scalability Law: small
+models scale poorly, a 7B model well.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ptctl.errors import BadInputError
+from ptctl.planner.throughput import ThroughputCurve, ThroughputTable
+from ptctl.sim.traces import SimJob
+
+PROMPT_TUNING_BATCH = 32
+PROMPT_TUNING_GPUS = (1, 2, 4, 8, 16, 32)
+# model: (iterations/s on 1 GPU, USL contention s, USL coherency k)
+_PT_USL = {
+    "gpt-base": (10.0, 0.20, 0.004),
+    "gpt-large": (4.0, 0.10, 0.002),
+    "vicuna-7b": (0.8, 0.04, 0.0005),
+}
+DEFAULT_CONVERGENCE = {
+    "bank_over_random_median": 0.5,
+    "bank_over_random_sigma": 0.3,
+    "random_iterations_median": {"gpt-base": 3000.0, "gpt-large": 2500.0, "vicuna-7b": 1500.0},
+    "random_iterations_sigma": 0.5,
+}
+
+
+def prompt_tuning_throughputs() -> ThroughputTable:
+    """Built-in table for the prompt-tuning models (see the module docstring)."""
+    table = ThroughputTable()
+    for model, (x1, s, k) in _PT_USL.items():
+        rates = {g: x1 * g / (1 + s * (g - 1) + k * g * (g - 1)) for g in PROMPT_TUNING_GPUS}
+        table.add(ThroughputCurve(model, PROMPT_TUNING_BATCH, rates))
+    return table
+
+
+def load_convergence(path: str | Path | None) -> dict:
+    """The convergence settings: DEFAULT_CONVERGENCE overridden by the file's keys."""
+    settings = json.loads(json.dumps(DEFAULT_CONVERGENCE))
+    if path is None:
+        return settings
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInputError(f"convergence file {path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"convergence file {path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"convergence file {path}: expected a JSON object")
+    for key, value in data.items():
+        if key not in settings:
+            raise BadInputError(f"convergence file {path}: unknown key {key!r}")
+        if key == "random_iterations_median":
+            if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in value.values()):
+                raise BadInputError(f"convergence file {path}: {key} must map models to positive numbers")
+            settings[key].update(value)
+        elif not isinstance(value, (int, float)) or value < 0:
+            raise BadInputError(f"convergence file {path}: {key}={value!r} must be a number >= 0")
+        else:
+            settings[key] = float(value)
+    if not 0 < settings["bank_over_random_median"] <= 1.5:
+        raise BadInputError(f"convergence file {path}: bank_over_random_median="
+                            f"{settings['bank_over_random_median']} must be in (0, 1.5]")
+    return settings
+
+
+@dataclass(frozen=True)
+class GenSpec:
+    """What to generate."""
+
+    jobs: int = 200
+    rate_per_hour: float = 30.0
+    models: tuple[str, ...] = ("gpt-base", "gpt-large", "vicuna-7b")
+    model_weights: tuple[float, ...] = (0.4, 0.35, 0.25)
+    k_min: float = 0.5
+    k_max: float = 1.5
+    reference_gpus: int = 2
+    max_gpus: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise BadInputError(f"jobs={self.jobs} must be >= 1")
+        if not self.rate_per_hour > 0:
+            raise BadInputError(f"rate_per_hour={self.rate_per_hour} must be > 0")
+        if len(self.models) != len(self.model_weights) or not self.models:
+            raise BadInputError(f"models {self.models} and weights {self.model_weights} must "
+                                f"be non-empty and of equal length")
+        unknown = [m for m in self.models if m not in _PT_USL]
+        if unknown:
+            raise BadInputError(f"unknown model {unknown[0]!r}; known: {', '.join(_PT_USL)}")
+        if any(w < 0 for w in self.model_weights) or sum(self.model_weights) <= 0:
+            raise BadInputError(f"model_weights={self.model_weights} must be >= 0, not all 0")
+        if not 0 < self.k_min <= self.k_max:
+            raise BadInputError(f"need 0 < k_min ({self.k_min}) <= k_max ({self.k_max})")
+        if self.reference_gpus not in PROMPT_TUNING_GPUS:
+            raise BadInputError(f"reference_gpus={self.reference_gpus} must be one of {PROMPT_TUNING_GPUS}")
+        if self.max_gpus < 1:
+            raise BadInputError(f"max_gpus={self.max_gpus} must be >= 1")
+
+
+def generate(spec: GenSpec, convergence: dict | None = None) -> list[SimJob]:
+    """A trace for `spec`; the same spec and convergence give the same trace."""
+    conv = convergence or load_convergence(None)
+    rng = np.random.default_rng(spec.seed)
+    table = prompt_tuning_throughputs()
+    weights = np.asarray(spec.model_weights, dtype=float)
+    gaps = rng.exponential(3600.0 / spec.rate_per_hour, size=spec.jobs)
+    arrivals = np.cumsum(gaps) - gaps[0]
+    models = rng.choice(len(spec.models), size=spec.jobs, p=weights / weights.sum())
+    iter_noise = rng.normal(0.0, conv["random_iterations_sigma"], size=spec.jobs)
+    ratio_noise = rng.normal(0.0, conv["bank_over_random_sigma"], size=spec.jobs)
+    ks = rng.uniform(spec.k_min, spec.k_max, size=spec.jobs)
+    jobs = []
+    for i in range(spec.jobs):
+        model = spec.models[models[i]]
+        random_iters = max(50.0, round(conv["random_iterations_median"][model] * math.exp(iter_noise[i])))
+        ratio = min(1.0, conv["bank_over_random_median"] * math.exp(ratio_noise[i]))
+        bank_iters = max(10.0, round(random_iters * ratio))
+        duration = random_iters / table.curve(model, PROMPT_TUNING_BATCH).rate(spec.reference_gpus)
+        arrival = round(float(arrivals[i]), 3)
+        jobs.append(SimJob(f"pt-{i:05d}", arrival, round(arrival + ks[i] * duration, 3), model,
+                           PROMPT_TUNING_BATCH, random_iters, bank_iters, 1, spec.max_gpus))
+    return jobs

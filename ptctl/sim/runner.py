@@ -1,0 +1,129 @@
+"""Glue shared by `ptctl sim` and the benchmarks: load a trace with the right throughput table
+and cluster physics, run policies, write per-job CSVs and comparison plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ptctl.errors import BadInputError
+from ptctl.fsutil import atomic_write_text
+from ptctl.planner.gpu_need import OVERHEAD_MODELS, ClusterModel, ResizeCost
+from ptctl.planner.throughput import ThroughputTable
+from ptctl.sim.engine import SimConfig, SimResult, simulate
+from ptctl.sim.gen import prompt_tuning_throughputs
+from ptctl.sim.traces import SimJob, read_cluster_spec, read_trace
+
+
+def is_ptctl_trace(path: str | Path) -> bool:
+    with open(path, newline="") as f:
+        return "arrival_s" in f.readline()
+
+
+def prepare(trace: str | Path, *, gpus: int | None = None, cluster_spec: str | Path | None = None,
+            throughputs: str | Path | None = None, slot_s: float = 60.0,
+            overhead_model: str | None = None, seed: int = 0,
+            estimate_rel_sd: float | None = None,
+            resize_cost: ResizeCost | None = None) -> tuple[list[SimJob], SimConfig]:
+    """Jobs and a SimConfig for one trace.
+
+    ptctl traces default to the built-in prompt-tuning table, the `resize` overhead model and
+    20% estimate noise; ElasticFlow traces need `throughputs` and default to ElasticFlow's own
+    overhead model and exact estimates, as its simulator."""
+    trace = Path(trace)
+    if not trace.is_file():
+        raise BadInputError(f"trace {trace}: no such file")
+    if (gpus is None) == (cluster_spec is None):
+        raise BadInputError("give exactly one of --gpus and --cluster-spec")
+    ptctl_format = is_ptctl_trace(trace)
+    if throughputs is not None:
+        table = ThroughputTable.from_elasticflow_dir(throughputs)
+    elif ptctl_format:
+        table = prompt_tuning_throughputs()
+    else:
+        raise BadInputError(f"{trace.name} is an ElasticFlow trace: give --throughputs DIR "
+                            "(e.g. ../shared/traces/elasticflow/throughputs_A100)")
+    per_node = 8
+    if cluster_spec is not None:
+        gpus, per_node = read_cluster_spec(cluster_spec)
+    if gpus is None or gpus < 1:
+        raise BadInputError(f"--gpus {gpus} must be >= 1")
+    model = overhead_model or ("resize" if ptctl_format else "elasticflow")
+    if model not in OVERHEAD_MODELS:
+        raise BadInputError(f"--overhead-model {model!r} must be one of {', '.join(OVERHEAD_MODELS)}")
+    cluster = ClusterModel(gpus, per_node, slot_s, resize_cost or ResizeCost(), model)
+    noise = estimate_rel_sd if estimate_rel_sd is not None else (0.2 if ptctl_format else 0.0)
+    jobs = read_trace(trace, table)
+    return jobs, SimConfig(cluster, table, seed=seed, estimate_rel_sd=noise)
+
+
+def run_policies(jobs: list[SimJob], config: SimConfig, policies: list[str]) -> dict[str, SimResult]:
+    return {p: simulate(jobs, p, config) for p in policies}
+
+
+def write_job_csv(path: str | Path, result: SimResult) -> None:
+    rows = result.job_rows()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["job_id"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def ratios_to(results: dict[str, SimResult], baseline: str) -> list[dict]:
+    """Each policy's summary with violations and GPU-hours as ratios to `baseline`'s."""
+    base = results[baseline].summary()
+    rows = []
+    for name, result in results.items():
+        s = result.summary()
+        rows.append({
+            **s,
+            "violations_vs_" + baseline: _ratio(s["slo_violation_rate"], base["slo_violation_rate"]),
+            "gpu_hours_vs_" + baseline: _ratio(s["gpu_hours"], base["gpu_hours"]),
+        })
+    return rows
+
+
+def _ratio(value: float, base: float) -> float | None:
+    return None if base == 0 else value / base
+
+
+def plot_comparison(results: dict[str, SimResult], out_dir: str | Path) -> list[Path]:
+    """GPU use over time, and violations and GPU-hours per policy (PNG, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for name, result in results.items():
+        if result.timeline:
+            t0 = result.timeline[0][0]
+            xs = [(t - t0) / 3600 for t, _ in result.timeline]
+            ax.step(xs, [u for _, u in result.timeline], where="post", label=name, linewidth=0.8)
+    ax.set_xlabel("hours since first arrival")
+    ax.set_ylabel("GPUs allocated")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "gpu_use.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    names = list(results)
+    summaries = [results[n].summary() for n in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.bar(names, [s["slo_violation_rate"] for s in summaries])
+    left.set_ylabel("SLO violation rate")
+    right.bar(names, [s["gpu_hours"] for s in summaries])
+    right.set_ylabel("GPU-hours")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    paths.append(out_dir / "violations_cost.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
