@@ -1,0 +1,165 @@
+"""Planner: throughput fit, convergence refit, GPU need, ElasticFlow's satisfactory share, and
+property tests that no policy breaks the GPU budget or a job's bounds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ptctl.errors import BadInputError
+from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
+from ptctl.planner.gpu_need import ClusterModel, ResizeCost, elasticflow_overhead_s, gpu_need
+from ptctl.planner.policies import (POLICIES, ElasticFlowPolicy, JobView, _Timeline, decide,
+                                    elasticflow_gpu_cap, histogram_keepalive_s)
+from ptctl.planner.throughput import ThroughputCurve, fit_usl
+
+LINEAR = ThroughputCurve("m", 32, {1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0})
+
+
+def view(job_id="j", remaining=100.0, deadline=1000.0, gpus=0, curve=LINEAR, **kw) -> JobView:
+    return JobView(job_id, curve.model, curve.global_batch, kw.pop("arrival", 0.0), deadline,
+                   "running" if gpus else "queued", gpus, kw.pop("min_gpus", 1),
+                   kw.pop("max_gpus", 8), curve.allowed_gpus, remaining, curve, **kw)
+
+
+def test_usl_fit_recovers_curve_and_prices_unmeasured_counts():
+    true = {g: 10 * g / (1 + 0.1 * (g - 1) + 0.01 * g * (g - 1)) for g in (1, 2, 4, 8)}
+    x1, s, k = fit_usl(true)
+    assert (x1, round(s, 3), round(k, 4)) == (10, 0.1, 0.01)
+    curve = ThroughputCurve("m", 8, true)
+    assert curve.rate(16) == pytest.approx(10 * 16 / (1 + 1.5 + 0.01 * 240))
+
+
+def test_observed_progress_is_learned():
+    curve = ThroughputCurve("m", 8, {1: 1.0})
+    curve.observe(2, 30, 10)
+    assert curve.rate(2) == 3.0 and curve.allowed_gpus == (1, 2)
+    with pytest.raises(BadInputError, match="seconds=0"):
+        curve.observe(2, 1, 0)
+
+
+def test_convergence_refit_moves_towards_the_curve():
+    steps = np.arange(0, 400, 20)
+    losses = 0.5 + 3.0 * (steps + 1.0) ** -0.5
+    target = 0.5 + 3.0 * (1001.0) ** -0.5  # reached at step 1000
+    prior = from_bank_prediction(3000, 0.5)
+    est = refit(prior, steps, losses, target)
+    assert 900 < est.total_iterations < 1300
+    assert est.sd_iterations < prior.sd_iterations
+    assert est.remaining(done=400, z=0) == pytest.approx(est.total_iterations - 400)
+    with pytest.raises(BadInputError, match="total_iterations"):
+        ConvergenceEstimate(0, 1)
+
+
+def test_gpu_need_counts_resize_cost():
+    cluster = ClusterModel(8, resize_cost=ResizeCost(10, 10, 10, 70))
+    # 400 iterations, deadline in 250 s: 2 GPUs take 200 s + 100 s start > 250; 4 GPUs fit.
+    assert gpu_need(400, 0, 250, LINEAR.rate, LINEAR.allowed_gpus, 0, cluster) == 4
+    # Already running on 2 GPUs: no resize, 200 s fits.
+    assert gpu_need(400, 0, 250, LINEAR.rate, LINEAR.allowed_gpus, 2, cluster) == 2
+    assert gpu_need(400, 0, 40, LINEAR.rate, LINEAR.allowed_gpus, 0, cluster) is None
+
+
+def test_elasticflow_overhead_and_caps():
+    assert elasticflow_overhead_s(8, changed=False) == 2
+    assert elasticflow_overhead_s(8, changed=True) == 2 + 2 * 4
+    assert elasticflow_overhead_s(8, changed=True, restart=True, cluster_gpus=256) == 7 + 47 + 8
+    assert elasticflow_gpu_cap("bert", 64) == 8 and elasticflow_gpu_cap("deepspeech2", 32) == 32
+    assert elasticflow_gpu_cap("vgg16", 128) == 64
+
+
+def _ef_job(job: JobView, total: int):
+    return ElasticFlowPolicy._ef_job(job, total)
+
+
+def test_min_share_is_the_smallest_level_reserved_as_late_as_possible():
+    tl = _Timeline(0.0, 60.0, 8, 10)
+    # 600 iterations by t=300: 1 GPU gives 300 < 600, 2 GPUs give exactly 600.
+    ej = _ef_job(view(remaining=600, deadline=300), 8)
+    start, alloc, real_end, ok = ElasticFlowPolicy._min_share(ej, tl.free, tl, 0, 600)
+    assert ok and list(alloc) == [2, 2, 2, 2, 2] and real_end == 300
+    # 120 iterations by t=300 on 1 GPU: reserved in the last two slots (as late as possible).
+    ej = _ef_job(view(remaining=120, deadline=300), 8)
+    _, alloc, real_end, ok = ElasticFlowPolicy._min_share(ej, tl.free, tl, 0, 120)
+    assert ok and list(alloc) == [0, 0, 0, 1, 1] and real_end == 300
+
+
+def test_min_share_walks_around_busy_slots_and_falls_back_late():
+    tl = _Timeline(0.0, 60.0, 4, 10)
+    tl.free[3:5] = 0  # the last two slots before the deadline are taken
+    ej = _ef_job(view(remaining=120, deadline=300, max_gpus=4), 4)
+    _, alloc, _, ok = ElasticFlowPolicy._min_share(ej, tl.free, tl, 0, 120)
+    assert ok and list(alloc) == [0, 1, 1]
+    _, alloc, real_end, ok = ElasticFlowPolicy._min_share(ej, tl.free, tl, 0, 10_000)
+    assert not ok and real_end > 300 and alloc.max() == 4
+
+
+def test_elasticflow_declines_what_it_cannot_guarantee_and_fills_leftover():
+    cluster = ClusterModel(8, slot_s=60)
+    jobs = [view("a", remaining=600, deadline=300), view("b", remaining=10_000, deadline=300)]
+    # Arrivals of one round are admitted or declined together, as in ElasticFlow's simulator.
+    assert [d.action for d in decide("elasticflow", 0.0, 8, jobs, cluster)] == ["decline"] * 2
+    jobs[0].memory = {"ef_admitted": True}
+    decisions = decide("elasticflow", 0.0, 8, jobs, cluster)
+    assert [d.action for d in decisions] == ["start", "decline"]
+    assert decisions[0].gpus == 8  # minimum share 2, leftover GPUs go to it too
+    assert decisions[1].memory == {"ef_admitted": False}
+
+
+def test_histogram_keepalive():
+    assert histogram_keepalive_s([]) == 0.0
+    assert histogram_keepalive_s([10.0] * 99 + [1e9]) < 4 * 3600 + 1
+
+
+def test_jobview_validation_names_field():
+    with pytest.raises(BadInputError, match="state='done'"):
+        JobView("x", "m", 32, 0, 10, "done", 0, 1, 8, (1,), 1.0, LINEAR)
+    with pytest.raises(BadInputError, match="min_gpus"):
+        view(min_gpus=4, max_gpus=2)
+
+
+CURVES = [LINEAR, ThroughputCurve("s", 16, {1: 5.0, 2: 8.0, 4: 11.0, 16: 14.0}),
+          ThroughputCurve("t", 64, {2: 3.0, 4: 5.5, 8: 9.0})]
+
+
+@st.composite
+def scenarios(draw):
+    budget = draw(st.integers(1, 40))
+    now = draw(st.floats(0, 1000))
+    jobs = []
+    used = 0
+    for i in range(draw(st.integers(0, 12))):
+        curve = draw(st.sampled_from(CURVES))
+        allowed = curve.allowed_gpus
+        lo = draw(st.sampled_from(allowed))
+        hi = draw(st.sampled_from([g for g in allowed if g >= lo]))
+        bounded = [g for g in allowed if lo <= g <= hi]
+        gpus = draw(st.sampled_from([0] + [g for g in bounded if used + g <= budget]))
+        used += gpus
+        memory = draw(st.sampled_from([{}, {"ef_admitted": True}, {"infless_gpus": bounded[0]},
+                                       {"last_resize_s": now - 10}]))
+        jobs.append(JobView(f"j{i}", curve.model, curve.global_batch, now - draw(st.floats(0, 500)),
+                            now + draw(st.floats(-100, 5000)), "running" if gpus else "queued",
+                            gpus, lo, hi, allowed, draw(st.floats(0, 20000)), curve,
+                            remaining_sd=draw(st.floats(0, 500)), warm=draw(st.booleans()),
+                            memory=memory))
+    return now, budget, jobs
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios(), st.sampled_from(sorted(POLICIES)),
+       st.sampled_from(["resize", "elasticflow"]))
+def test_no_policy_exceeds_budget_or_job_bounds(scenario, policy, overhead):
+    now, budget, jobs = scenario
+    cluster = ClusterModel(max(budget, 1), overhead_model=overhead)
+    decisions = decide(policy, now, budget, jobs, cluster)
+    assert [d.job_id for d in decisions] == [j.job_id for j in jobs]
+    assert sum(d.gpus for d in decisions) <= budget
+    for job, d in zip(jobs, decisions):
+        assert d.gpus == 0 or (d.gpus in job.allowed_gpus and job.min_gpus <= d.gpus <= job.max_gpus)
+        assert d.action in ("start", "resize", "keep", "infeasible", "decline")
+        assert math.isfinite(d.predicted_finish_s) if d.predicted_finish_s is not None else True
+    assert decide(policy, now, budget, jobs, cluster) == decisions  # pure: same input, same output

@@ -1,0 +1,144 @@
+"""Simulator: trace readers (both ElasticFlow spellings, ptctl's format, malformed rows),
+determinism, the generator, and the `ptctl sim` CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ptctl.errors import BadInputError
+from ptctl.planner.gpu_need import ClusterModel
+from ptctl.planner.policies import POLICIES
+from ptctl.sim.engine import SimConfig, simulate
+from ptctl.sim.gen import GenSpec, generate, load_convergence, prompt_tuning_throughputs
+from ptctl.sim.traces import read_trace, write_ptctl_trace
+
+SHARED = Path(__file__).resolve().parents[2] / "shared/traces/elasticflow"
+TPUT = SHARED / "throughputs_A100"
+needs_shared = pytest.mark.skipif(not TPUT.is_dir(), reason="shared ElasticFlow traces absent")
+HEADER_A = "job_id,submission_time,num_iteration,model_name,deadline,batch_size,num_gpu,duration\n"
+HEADER_B = "job_id,submit_time,iteration,model_name,ddl,batch_size\n"
+
+
+def write(tmp_path: Path, text: str, name="t.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ef_table():
+    if not TPUT.is_dir():
+        pytest.skip("shared ElasticFlow traces absent")
+    from ptctl.planner.throughput import ThroughputTable
+    return ThroughputTable.from_elasticflow_dir(TPUT)
+
+
+def test_both_elasticflow_spellings(tmp_path, ef_table):
+    a = read_trace(write(tmp_path, HEADER_A + "x,10,500,bert,900,64,1,100\n", "a.csv"), ef_table)
+    b = read_trace(write(tmp_path, HEADER_B + "x,10,500,bert,900,64\n", "b.csv"), ef_table)
+    assert a == b and a[0].iterations == 500 and a[0].deadline_s == 900 and a[0].max_gpus == 64
+
+
+@pytest.mark.parametrize("text, message", [
+    ("job_id,submission_time,model_name,deadline,batch_size\nx,1,bert,9,64\n", "missing column 'num_iteration'"),
+    (HEADER_B + "x,-5,500,bert,900,64\n", "row 2, column 'submit_time': -5 must be >= 0"),
+    (HEADER_B + "x,1,500,bert,900,64\ny,10,500,bert,5,64\n", "row 3, column 'ddl': deadline 5 is not after arrival 10"),
+    (HEADER_B + "x,1,500,llama,900,64\n", "row 2, column 'model_name': unknown model 'llama'"),
+    (HEADER_B + "x,1,abc,bert,900,64\n", "row 2, column 'iteration': 'abc' is not a number"),
+])
+def test_malformed_traces_name_row_and_column(tmp_path, ef_table, text, message):
+    with pytest.raises(BadInputError, match=message):
+        read_trace(write(tmp_path, text), ef_table)
+
+
+def test_ptctl_format_round_trip_and_errors(tmp_path):
+    table = prompt_tuning_throughputs()
+    jobs = generate(GenSpec(jobs=20, seed=3))
+    path = tmp_path / "pt.csv"
+    write_ptctl_trace(path, jobs)
+    again = read_trace(path, table)
+    assert [j.job_id for j in again] == [j.job_id for j in jobs]
+    assert all(j.iterations_bank <= j.iterations for j in again)
+    bad = path.read_text().replace(",gpt-large,", ",gpt-huge,", 1)
+    with pytest.raises(BadInputError, match=r"column 'model': unknown model 'gpt-huge'"):
+        read_trace(write(tmp_path, bad, "bad.csv"), table)
+
+
+def test_generator_is_deterministic_and_uses_convergence(tmp_path):
+    assert generate(GenSpec(jobs=30, seed=7)) == generate(GenSpec(jobs=30, seed=7))
+    conv_file = write(tmp_path, json.dumps({"bank_over_random_median": 0.25,
+                                            "bank_over_random_sigma": 0}), "c.json")
+    jobs = generate(GenSpec(jobs=30, seed=7), load_convergence(conv_file))
+    assert all(j.iterations_bank == pytest.approx(j.iterations * 0.25, abs=1) for j in jobs)
+    with pytest.raises(BadInputError, match="unknown key 'ratio'"):
+        load_convergence(write(tmp_path, '{"ratio": 1}', "d.json"))
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_runs_are_deterministic_and_account_every_job(policy):
+    jobs = generate(GenSpec(jobs=40, rate_per_hour=60, seed=1))
+    config = SimConfig(ClusterModel(16), prompt_tuning_throughputs(), seed=5, estimate_rel_sd=0.2)
+    first, second = simulate(jobs, policy, config), simulate(jobs, policy, config)
+    assert first.summary() == second.summary()
+    assert first.job_rows() == second.job_rows()
+    s = first.summary()
+    assert s["jobs"] == 40 and 0 <= s["met_deadline"] <= 40
+    assert s["met_deadline"] + s["late"] + s["declined"] + s["unfinished"] == 40
+    assert max(u for _, u in first.timeline) <= 16
+
+
+def test_prompttuner_beats_baselines_on_a_small_trace():
+    jobs = generate(GenSpec(jobs=60, rate_per_hour=40, seed=2))
+    config = SimConfig(ClusterModel(32), prompt_tuning_throughputs(), estimate_rel_sd=0.2)
+    ours = simulate(jobs, "prompttuner", config).summary()
+    for baseline in ("infless", "elasticflow"):
+        theirs = simulate(jobs, baseline, config).summary()
+        assert ours["met_deadline"] >= theirs["met_deadline"]
+        assert ours["gpu_hours"] < theirs["gpu_hours"]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ptctl", "sim", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_gen_run_compare(tmp_path):
+    assert run_cli("gen", "--out", "pt.csv", "--jobs", "25", "--seed", "4", cwd=tmp_path).returncode == 0
+    proc = run_cli("run", "--trace", "pt.csv", "--policy", "prompttuner", "--gpus", "16",
+                   "--jobs-csv", "jobs.csv", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    for key in ("jobs", "met_deadline", "slo_violation_rate", "deadline_satisfactory_ratio",
+                "gpu_hours", "mean_jct_s", "median_jct_s", "resizes"):
+        assert key in summary
+    assert (tmp_path / "jobs.csv").read_text().startswith("job_id,")
+    proc = run_cli("compare", "--trace", "pt.csv", "--policies", "prompttuner,infless",
+                   "--gpus", "16", "--plots", "plots", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert rows[0]["violations_vs_prompttuner"] in (1.0, None)
+    assert (tmp_path / "plots/gpu_use.png").stat().st_size > 0
+
+
+def test_cli_bad_trace_exits_2_with_one_line(tmp_path):
+    write(tmp_path, "job_id,arrival_s\nx,1\n", "bad.csv")
+    proc = run_cli("run", "--trace", "bad.csv", "--policy", "edf", "--gpus", "4", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "missing column 'deadline_s'" in proc.stderr
+    proc = run_cli("run", "--trace", "bad.csv", "--policy", "nope", "--gpus", "4", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown policy 'nope'" in proc.stderr
+
+
+@needs_shared
+def test_edf_on_195job_matches_elasticflow_reference():
+    from ptctl.sim.runner import prepare
+    jobs, config = prepare(SHARED / "195job.csv", cluster_spec=SHARED / "cluster_specs/n16g8.csv",
+                           throughputs=TPUT)
+    ratio = simulate(jobs, "edf", config).summary()["deadline_satisfactory_ratio"]
+    assert abs(ratio - 0.097) <= 0.02
