@@ -26,6 +26,10 @@ from ptctl.tuning.train import DataOrder
 
 from conftest import REPO, run_cli
 
+# A 64-wide model: one thread beats two that spin-wait on a shared 2-core machine.
+torch.set_num_threads(1)
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
 GOOD = ["great", "lovely", "good", "happy", "nice", "superb"]
 BAD = ["bad", "awful", "sad", "poor", "ugly", "terrible"]
 
@@ -277,7 +281,8 @@ def test_sigusr2_saves_and_exits_cleanly(tmp_path):
     spec = write_spec(tmp_path, max_steps=100000, eval_every=100000, checkpoint_every=100000)
     proc = subprocess.Popen([sys.executable, "-m", "ptctl", "run", str(spec), "--gpus", "2",
                              "--dir", str(tmp_path / "job"), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env=ONE_THREAD)
     progress = RunDir(tmp_path / "job")
     deadline = time.time() + 120
     while not progress.progress.exists():
@@ -310,7 +315,7 @@ def test_run_with_a_bad_spec_exits_2(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     spec.write_text(spec.read_text().replace("missing.jsonl", "empty.jsonl"))
-    proc = run_cli("run", str(spec), cwd=tmp_path)
+    proc = run_cli("run", str(spec), cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2 and "empty.jsonl: no examples" in proc.stderr
 
 

@@ -171,21 +171,20 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
         identity = model_identity(spec.model, model)
         task = load_task(spec.task, tokenizer)
         order = DataOrder([ex.length for ex in task.train], t.global_batch_size, t.seed)
-        fresh = latest_checkpoint(run.checkpoints) is None
+        last = latest_checkpoint(run.checkpoints)
         if spec.prompt.init == "bank" and init_prompt is None:
             init_prompt_id = None  # no bank entry given: random init (see ptctl.tuning.prompt)
         prompt_model = build_prompt_model(
             model, resolve_model(spec.model), spec.prompt, t.seed,
-            init_prompt if fresh else None, name=f"init prompt {init_prompt_id or ''}".strip())
+            init_prompt if last is None else None,
+            name=f"init prompt {init_prompt_id or ''}".strip())
         prompt = prompt_parameter(prompt_model)
         prompt.requires_grad_(True)
         optimizer = torch.optim.AdamW([prompt], lr=t.learning_rate, weight_decay=0.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min((s + 1) / (t.warmup_steps + 1),
-                                     max(0.0, (t.max_steps - s) / (t.max_steps - t.warmup_steps))))
+            optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps))
 
         # --- resume ----------------------------------------------------------------------
-        last = latest_checkpoint(run.checkpoints)
         if last is not None:
             state = TrainState.restore(load_checkpoint(last), prompt_model, optimizer,
                                        scheduler, last)
@@ -253,8 +252,8 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                 reason = reason or "signal"  # another rank was signalled
                 checkpoint = save()
                 progress("stopped", reason)
-                return TrainOutcome("stopped", reason, state.step, state.samples,
-                                    state.metrics(), checkpoint or latest_checkpoint(run.checkpoints))
+                return TrainOutcome("stopped", reason, state.step, state.samples, state.metrics(),
+                                    checkpoint or latest_checkpoint(run.checkpoints))
 
             started = time.monotonic()
             examples = sorted((task.train[i] for i in order.step(state.step)),
@@ -315,6 +314,11 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+def lr_factor(step: int, warmup: int, max_steps: int) -> float:
+    """Linear warmup over `warmup` steps, then linear decay to 0 at `max_steps`."""
+    return min((step + 1) / (warmup + 1), max(0.0, (max_steps - step) / (max_steps - warmup)))
+
 
 class _Speed:
     """Training steps per second over the last 20 steps of this session (evaluation excluded)."""
