@@ -1,0 +1,160 @@
+"""Layer 1 of the bank: k-means clusters whose medoid (the member nearest the centroid)
+stands for the cluster, and the two-layer search over them.
+
+The search is written against a `score(ids) -> losses` callable so that the same code runs a
+real query (LM forward passes) and the build-time comparison of feature kinds (a precomputed
+loss matrix).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ptctl.bank.store import Clusters
+
+
+def n_clusters(n: int) -> int:
+    """sqrt(N) clusters of about sqrt(N) members: layer 1 + one cluster ~ 2 sqrt(N)."""
+    return max(1, min(n, math.ceil(math.sqrt(n))))
+
+
+def _prepare(features: np.ndarray, kind: str) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float32)
+    if kind == "behaviour":  # hidden states: per-dimension scales differ by orders of magnitude
+        x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-8), dtype=np.float32)
+
+
+def cluster(ids: Sequence[str], features: np.ndarray, kind: str, seed: int = 0) -> Clusters:
+    """faiss k-means on the (normalised) features; each medoid is a real entry."""
+    import faiss
+
+    ids = list(ids)
+    if not ids:
+        return Clusters(kind, [], [])
+    x = _prepare(features, kind)
+    k = n_clusters(len(ids))
+    # OpenMP threads spin-wait: on shared cores they cost more than this small job gains.
+    faiss.omp_set_num_threads(1)
+    if k == 1:
+        centroids = x.mean(0, keepdims=True)
+        assign = np.zeros(len(ids), dtype=np.int64)
+    else:
+        km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False,
+                          min_points_per_centroid=1)
+        km.train(x)
+        centroids = km.centroids
+        _, assign = km.index.search(x, 1)
+        assign = assign[:, 0]
+    medoids, members = [], []
+    for c in range(len(centroids)):
+        rows = np.flatnonzero(assign == c)
+        if rows.size == 0:
+            continue
+        dist = ((x[rows] - centroids[c]) ** 2).sum(1)
+        medoids.append(ids[int(rows[int(np.argmin(dist))])])
+        members.append([ids[int(r)] for r in rows])
+    return Clusters(kind, medoids, members)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many candidates a query may score: max(minimum, scale * sqrt(N)), half on medoids."""
+
+    scale: float = 0.6
+    minimum: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise ValueError(f"scale: got {self.scale!r}, expected > 0")
+        if not isinstance(self.minimum, int) or self.minimum < 2:
+            raise ValueError(f"minimum: got {self.minimum!r}, expected an integer >= 2")
+
+    def total(self, n: int) -> int:
+        return min(n, max(self.minimum, math.ceil(self.scale * math.sqrt(n))))
+
+
+@dataclass
+class SearchResult:
+    best: str
+    loss: float
+    scored: dict[str, float]       # every candidate the LM scored, in order
+    clusters_expanded: int
+
+
+def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray],
+                     budget: Budget = Budget(),
+                     similarity: Callable[[list[str]], np.ndarray] | None = None,
+                     eligible: set[str] | None = None) -> SearchResult:
+    """Layer 1 scores cluster medoids, layer 2 the members of the best clusters.
+
+    When there are more medoids (or members) than the budget allows, `similarity(ids)` (task
+    embedding similarity to the new task, higher = closer; the cheap faiss pre-filter) picks
+    which ones are scored. `eligible` limits the search to some entries (e.g. a prompt length).
+    """
+    groups = [[m for m in g if eligible is None or m in eligible] for g in clusters.members]
+    reps = []
+    for medoid, group in zip(clusters.medoids, groups):
+        if group:
+            reps.append(medoid if medoid in group else group[0])
+    groups = [g for g in groups if g]
+    n = sum(len(g) for g in groups)
+    if n == 0:
+        raise ValueError("no eligible entries to search")
+    total = budget.total(n)
+    layer1 = min(len(reps), max(1, total // 2))
+    order = list(range(len(reps)))
+    if layer1 < len(reps):
+        sims = similarity(reps) if similarity else np.zeros(len(reps))
+        order = [int(i) for i in np.argsort(-sims, kind="stable")[:layer1]]
+    scored: dict[str, float] = {}
+    first = [reps[i] for i in order]
+    for rid, loss in zip(first, score(first)):
+        scored[rid] = float(loss)
+    ranked = sorted(order, key=lambda i: scored[reps[i]])
+    left = total - len(scored)
+    expanded = 0
+    for i in ranked:
+        if left <= 0:
+            break
+        members = [m for m in groups[i] if m not in scored]
+        if similarity and len(members) > left:
+            sims = similarity(members)
+            members = [members[int(j)] for j in np.argsort(-sims, kind="stable")]
+        members = members[:left]
+        expanded += 1
+        if members:
+            for mid, loss in zip(members, score(members)):
+                scored[mid] = float(loss)
+            left -= len(members)
+    best = min(scored, key=scored.get)
+    return SearchResult(best, scored[best], scored, expanded)
+
+
+def selection_regret(ids: list[str], losses: np.ndarray, own: list[int | None],
+                     clusters: Clusters, budget: Budget = Budget()) -> dict[str, float]:
+    """How well a clustering selects, from a loss matrix [tasks, entries] already scored.
+
+    For each task, the task's own entry (own[t]) is left out, as if the task were new; regret
+    is the loss of the two-layer pick minus the loss of the exhaustive pick. Lower is better.
+    """
+    regrets, counts = [], []
+    column = {eid: j for j, eid in enumerate(ids)}
+    for t in range(losses.shape[0]):
+        eligible = {eid for j, eid in enumerate(ids) if j != own[t]}
+        if not eligible:
+            continue
+        row = losses[t]
+        result = two_layer_search(clusters, lambda c: np.array([row[column[x]] for x in c]),
+                                  budget, eligible=eligible)
+        best = min(row[column[x]] for x in eligible)
+        regrets.append(result.loss - best)
+        counts.append(len(result.scored))
+    return {"mean_regret": float(np.mean(regrets)) if regrets else 0.0,
+            "mean_candidates": float(np.mean(counts)) if counts else 0.0,
+            "tasks": len(regrets)}

@@ -1,0 +1,386 @@
+"""The Prompt Bank on the tiny-random model: build, query, add, verify, rm round-trips,
+concurrent writers and readers, and every bad input named by its file."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ptctl.bank import ingest
+from ptctl.bank.cluster import Budget, cluster, two_layer_search
+from ptctl.bank.query import choose_initial_prompt, query
+from ptctl.bank.sources import load_sources
+from ptctl.bank.store import (Bank, Clusters, Entry, add_from_result, encode_prompt,
+                              sha256_bytes, validate_id, verify)
+from ptctl.cli.bank import app
+from ptctl.cli.output import Output
+from ptctl.config import load_config
+from ptctl.errors import BadInputError, CorruptFileError, NotFoundError
+from ptctl.jobs.spec import load_spec
+from ptctl.tuning.launch import launch
+
+WORDS = {
+    "mood": (["great", "good", "happy", "nice"], ["bad", "awful", "sad", "poor"]),
+    "pets": (["cat", "dog", "horse", "cow"], ["red", "blue", "green", "pink"]),
+    "nums": (["one", "two", "three", "four"], ["apple", "pear", "plum", "fig"]),
+}
+
+
+def write_task(path: Path, kind: str, n: int = 120) -> Path:
+    rng = random.Random(kind)
+    a, b = WORDS[kind]
+    with path.open("w") as f:
+        for i in range(n):
+            words = a if i % 2 else b
+            text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 5)))
+            f.write(json.dumps({"text": text, "label": "yes" if i % 2 else "no"}) + "\n")
+    return path
+
+
+def write_spec(folder: Path, name: str, kind: str, words=("yes", "no"), steps: int = 6,
+               init: str = "bank", virtual_tokens: int = 4) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_task(folder / f"{kind}.jsonl", kind)
+    spec = {"name": name, "model": "tiny-random", "target": "accuracy >= 0.9", "deadline": "1h",
+            "prompt": {"virtual_tokens": virtual_tokens, "init": init},
+            "task": {"source": f"{kind}.jsonl", "eval_samples": 16, "max_length": 24,
+                     "label_words": {"yes": words[0], "no": words[1]}},
+            "training": {"global_batch_size": 4, "micro_batch_size": 4, "learning_rate": 0.1,
+                         "max_steps": steps, "eval_every": 3, "checkpoint_every": 100}}
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory) -> dict[str, Path]:
+    """Five finished tiny-random jobs (job folders with spec.yaml and result/)."""
+    root = tmp_path_factory.mktemp("jobs")
+    made = {}
+    plan = [("mood-yes", "mood", ("yes", "no")), ("mood-ab", "mood", ("a", "b")),
+            ("pets-yes", "pets", ("yes", "no")), ("pets-xy", "pets", ("x", "y")),
+            ("nums-yes", "nums", ("yes", "no"))]
+    for name, kind, words in plan:
+        spec_path = write_spec(root / "specs", name, kind, words, init="random")
+        spec = load_spec(spec_path)
+        job = root / name
+        job.mkdir()
+        (job / "spec.yaml").write_text(json.dumps(spec.to_dict()))
+        launch(spec, job, 1)
+        made[name] = job
+    return made
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    monkeypatch.setenv("PTCTL_BANK_DIR", str(tmp_path / "banks"))
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+def template(jobs, tmp_path_factory) -> tuple[Path, dict]:
+    """A bank built once from the first four jobs (CLI `bank build --from`)."""
+    root = tmp_path_factory.mktemp("template")
+    args = ["build", "--json", "--bank-dir", str(root)]
+    for name in ("mood-yes", "mood-ab", "pets-yes", "pets-xy"):
+        args += ["--from", str(jobs[name])]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return root / "tiny-random", json.loads(result.stdout)
+
+
+@pytest.fixture
+def built(cfg, template):
+    """A private copy of the template bank under this test's bank_dir."""
+    source, data = template
+    shutil.copytree(source, Path(cfg.bank_dir) / "tiny-random")
+    return Bank.for_model(cfg.bank_dir, "tiny-random"), data
+
+
+def manifest_bytes(bank: Bank) -> bytes:
+    return bank.manifest_path.read_bytes()
+
+
+# --- build, ls, show, query, add, rm, verify ------------------------------------------------
+
+def test_build_from_jobs_then_list_show_verify(built):
+    bank, data = built
+    assert data["entries"] == 4 and sorted(data["added"]) == sorted(
+        ["mood-yes", "mood-ab", "pets-yes", "pets-xy"])
+    assert data["selection"]["chosen"] in ("behaviour", "task")
+    assert {"behaviour", "task"} <= set(data["selection"])
+    manifest = json.loads(bank.manifest_path.read_text())
+    assert manifest["model"]["name"] == "tiny-random" and manifest["model"]["hidden_size"] == 64
+    entry = manifest["entries"][0]
+    for key in ("id", "task", "model", "virtual_tokens", "final_metric", "steps",
+                "steps_to_target", "loss_summary", "sha256"):
+        assert key in entry
+    assert (bank.root / "prompts" / "mood-yes.safetensors").is_file()
+    assert any(p.suffix == ".faiss" for p in (bank.root / "index").iterdir())
+    assert verify(bank) == []
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(app, ["ls", "--json"]).stdout)
+    assert sorted(r["id"] for r in listed) == sorted(data["added"])
+    shown = json.loads(runner.invoke(app, ["show", "pets-xy", "--json"]).stdout)
+    assert shown["virtual_tokens"] == 4 and "cluster" in shown
+    assert runner.invoke(app, ["verify", "--json"]).exit_code == 0
+
+
+def test_query_two_layer_and_exhaustive(built, tmp_path):
+    bank, _ = built
+    spec = load_spec(write_spec(tmp_path / "new", "new-mood", "mood", ("yes", "no")))
+    two, snap = query(str(bank.root.parent), spec, budget=Budget(minimum=2))
+    full, _ = query(str(bank.root.parent), spec, exhaustive=True)
+    assert full.candidates_scored == 4 and two.candidates_scored <= 4
+    assert full.score <= two.score + 1e-6
+    assert two.prompt_id in full.scored and abs(full.scored[two.prompt_id] - two.score) < 1e-4
+    assert 1 <= two.predicted_steps <= spec.training.max_steps
+    result = CliRunner().invoke(app, ["query", str(tmp_path / "new" / "new-mood.yaml"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    for key in ("prompt_id", "score", "predicted_steps", "candidates_scored", "seconds"):
+        assert key in data
+
+
+def test_choose_initial_prompt_for_submit(built, cfg, tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s", "sub", "pets"))
+    choice = choose_initial_prompt(cfg, spec, Output(quiet=True))
+    assert set(choice) >= {"prompt_id", "score", "predicted_steps", "candidates_scored",
+                           "seconds", "prompt_bytes"}
+    from safetensors.torch import load
+
+    tensor = load(choice["prompt_bytes"])["prompt"]
+    assert tensor.shape == (4, 64) and tensor.dtype == torch.float32
+    other = load_spec(write_spec(tmp_path / "s", "sub8", "pets", virtual_tokens=8))
+    assert choose_initial_prompt(cfg, other, Output(quiet=True)) is None
+
+
+def test_no_bank_means_random_start(cfg, tmp_path):
+    spec = load_spec(write_spec(tmp_path / "s", "sub", "pets"))
+    assert choose_initial_prompt(cfg, spec, Output(quiet=True)) is None
+
+
+def test_query_with_another_model_is_refused_by_name(built, tmp_path):
+    bank, _ = built
+    manifest = json.loads(bank.manifest_path.read_text())
+    other = tmp_path / "banks2" / "tiny-random"
+    other.mkdir(parents=True)
+    for p in bank.root.rglob("*"):
+        if p.is_file():
+            (other / p.relative_to(bank.root)).parent.mkdir(parents=True, exist_ok=True)
+            (other / p.relative_to(bank.root)).write_bytes(p.read_bytes())
+    snap = Bank(other).snapshot()
+    snap.manifest["model"]["name"] = "smollm2-135m"
+    spec = load_spec(write_spec(tmp_path / "q", "q", "mood"))
+    from ptctl.bank.query import check_model
+
+    with pytest.raises(BadInputError, match="bank is for model smollm2-135m; the spec's model "
+                                            "is tiny-random"):
+        check_model(snap, spec)
+    assert manifest["model"]["name"] == "tiny-random"
+
+
+def test_add_from_result_is_idempotent_and_rm(built, cfg, jobs):
+    bank, _ = built
+    before = len(bank.snapshot().entries)
+    assert add_from_result(cfg, jobs["nums-yes"] / "result") == "nums-yes"
+    version = bank.snapshot().version
+    assert add_from_result(cfg, jobs["nums-yes"]) == "nums-yes"
+    snap = bank.snapshot()
+    assert len(snap.entries) == before + 1 and snap.version == version
+    assert sum(len(m) for m in snap.clusters.members) == len(snap.entries)
+    result = CliRunner().invoke(app, ["rm", "nums-yes", "--json"])
+    assert result.exit_code == 0, result.output
+    snap = bank.snapshot()
+    assert len(snap.entries) == before and not (bank.root / "prompts/nums-yes.safetensors"
+                                                ).exists()
+    assert verify(bank) == []
+    with pytest.raises(NotFoundError, match="nums-yes"):
+        ingest.remove(bank, ["nums-yes"])
+
+
+def test_add_bare_prompt_file_with_spec(built, tmp_path):
+    bank, _ = built
+    spec_path = write_spec(tmp_path / "p", "bare", "nums")
+    prompt = tmp_path / "bare.safetensors"
+    prompt.write_bytes(encode_prompt(torch.randn(4, 64) * 0.1))
+    result = CliRunner().invoke(app, ["add", str(prompt), "--spec", str(spec_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == "bare"
+    assert bank.snapshot().entry("bare").task_spec["source"].endswith("nums.jsonl")
+
+
+# --- bad input: named by file, bank left as it was -------------------------------------------
+
+@pytest.mark.parametrize("content,match", [
+    (b"not a safetensors file at all", "not a safetensors file"),
+    ("fp16", "dtype float16, expected float32"),
+    ("shape", r"shape \(3, 64\), expected \(4, 64\)"),
+    ("key", "expected one tensor named 'prompt'"),
+])
+def test_bad_prompt_files_are_refused_by_name(built, tmp_path, content, match):
+    bank, _ = built
+    from safetensors.torch import save
+
+    spec = load_spec(write_spec(tmp_path / "b", "bad", "nums"))
+    path = tmp_path / "bad.safetensors"
+    if content == "fp16":
+        content = save({"prompt": torch.zeros(4, 64, dtype=torch.float16)})
+    elif content == "shape":
+        content = save({"prompt": torch.zeros(3, 64)})
+    elif content == "key":
+        content = save({"weights": torch.zeros(4, 64)})
+    path.write_bytes(content)
+    before = manifest_bytes(bank)
+    with pytest.raises(BadInputError, match=match) as info:
+        ingest.from_prompt_file(path, spec)
+    assert str(path) in str(info.value)
+    assert manifest_bytes(bank) == before
+
+
+def test_checksum_failure_is_named_and_bank_unchanged(built, cfg, tmp_path):
+    bank, _ = built
+    victim = bank.root / "prompts" / "pets-xy.safetensors"
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    problems = verify(bank)
+    assert len(problems) == 1 and str(victim) in problems[0] and "checksum" in problems[0]
+    result = CliRunner().invoke(app, ["verify"])
+    assert result.exit_code != 0 and isinstance(result.exception, CorruptFileError)
+    spec = load_spec(write_spec(tmp_path / "c", "c", "pets", ("x", "y")))
+    before = manifest_bytes(bank)
+    with pytest.raises(CorruptFileError, match=str(victim)):
+        query(cfg.bank_dir, spec, exhaustive=True)
+    assert manifest_bytes(bank) == before
+
+
+def test_tampered_manifest_and_index_are_refused(built):
+    bank, _ = built
+    manifest = json.loads(bank.manifest_path.read_text())
+    index = bank.root / next(iter(manifest["indexes"].values()))
+    index.write_bytes(b"garbage")
+    with pytest.raises(CorruptFileError, match=str(index)):
+        bank.snapshot()
+    manifest["entries"][0]["steps"] = 999
+    bank.manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(CorruptFileError, match="manifest.json: manifest checksum mismatch"):
+        bank.snapshot()
+
+
+def test_empty_task_file_is_named(built, cfg, tmp_path):
+    spec_path = write_spec(tmp_path / "e", "empty", "pets")
+    (tmp_path / "e" / "pets.jsonl").write_text("")
+    with pytest.raises(BadInputError, match=r"pets\.jsonl: no examples"):
+        query(cfg.bank_dir, load_spec(spec_path))
+
+
+def test_bad_ids_and_non_job_folders(tmp_path):
+    for bad in ("../x", "a/b", "..", "", "UPPER", ".hidden"):
+        with pytest.raises(BadInputError):
+            validate_id(bad)
+    with pytest.raises(BadInputError, match="neither a finished job folder"):
+        ingest.from_result(tmp_path)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"junk")
+    (tmp_path / "ptctl_meta.json").write_text("{}")
+    with pytest.raises(CorruptFileError, match=str(tmp_path)):
+        ingest.from_result(tmp_path)
+
+
+def test_sources_manifest_errors_name_file_and_source(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text("model: tiny-random\nsources:\n  - name: a\n    task: {source: nope.jsonl}\n"
+                    "    target: accuracy >= 0.5\n")
+    with pytest.raises(BadInputError, match=r"sources\.yaml: sources\[0\] \(a\)"):
+        load_sources(path)
+    path.write_text("model: tiny-random\nsources:\n  - name: ../up\n")
+    with pytest.raises(BadInputError, match=r"sources\[0\]: name"):
+        load_sources(path)
+
+
+# --- concurrency -----------------------------------------------------------------------------
+
+def _publish_random(bank: Bank, n_new: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    with bank.writing() as writer:
+        cur = writer.current
+        entries = list(cur.entries) if cur else []
+        feats = {k: cur.features[k] for k in ("behaviour", "task")} if cur else {
+            "behaviour": np.zeros((0, 8), np.float32), "task": np.zeros((0, 6), np.float32)}
+        tensors = {}
+        for i in range(n_new):
+            data = encode_prompt(torch.from_numpy(rng.normal(size=(4, 8)).astype(np.float32)))
+            eid = f"w{seed}-{i}"
+            entries.append(Entry(id=eid, task="t", model="m", virtual_tokens=4, hidden_size=8,
+                                 sha256=sha256_bytes(data)))
+            tensors[eid] = data
+        for kind, dim in (("behaviour", 8), ("task", 6)):
+            feats[kind] = np.concatenate([feats[kind], rng.normal(size=(n_new, dim))]).astype(
+                np.float32)
+        clusters = cluster([e.id for e in entries], feats["behaviour"], "behaviour")
+        writer.publish({"name": "m", "hidden_size": 8}, entries, tensors, feats, clusters)
+
+
+def test_concurrent_adds_and_queries_see_whole_versions(tmp_path):
+    bank = Bank(tmp_path / "m")
+    _publish_random(bank, 3, 0)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(seed: int) -> None:
+        try:
+            for k in range(6):
+                _publish_random(bank, 2, seed * 100 + k)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                snap = bank.snapshot()
+                assert snap.features["behaviour"].shape[0] == len(snap.entries)
+                for e in snap.entries:
+                    snap.prompt(e)
+                result = two_layer_search(snap.clusters, lambda ids: np.zeros(len(ids)))
+                assert result.best in {e.id for e in snap.entries}
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in (1, 2)]
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads + readers:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors[0]
+    snap = bank.snapshot()
+    assert len(snap.entries) == 3 + 2 * 6 * 2 and snap.version == 1 + 12
+    assert verify(bank) == []
+
+
+# --- the search itself -----------------------------------------------------------------------
+
+def test_two_layer_search_scores_about_sqrt_n():
+    rng = np.random.default_rng(0)
+    for n in (100, 1000, 10000):
+        ids = [f"e{i}" for i in range(n)]
+        clusters = cluster(ids, rng.normal(size=(n, 16)).astype(np.float32), "task")
+        assert len(clusters.medoids) <= int(np.ceil(np.sqrt(n)))
+        truth = {i: float(v) for i, v in zip(ids, rng.random(n))}
+        result = two_layer_search(clusters, lambda c: np.array([truth[i] for i in c]),
+                                  similarity=lambda c: np.zeros(len(c)))
+        assert len(result.scored) == Budget().total(n) <= max(8, np.ceil(0.6 * np.sqrt(n)))
+    with pytest.raises(ValueError, match="medoids"):
+        Clusters("task", ["a"], [["b"]])
