@@ -12,8 +12,8 @@ from hypothesis import given, settings, strategies as st
 from ptctl.errors import BadInputError
 from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost, elasticflow_overhead_s, gpu_need
-from ptctl.planner.policies import (POLICIES, ElasticFlowPolicy, JobView, _Timeline, decide,
-                                    elasticflow_gpu_cap, histogram_keepalive_s)
+from ptctl.planner.policies import (POLICIES, ElasticFlowPolicy, JobView, _min_share, _Steps,
+                                    decide, ef_align, elasticflow_gpu_cap, histogram_keepalive_s)
 from ptctl.planner.throughput import ThroughputCurve, fit_usl
 
 LINEAR = ThroughputCurve("m", 32, {1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0})
@@ -75,26 +75,45 @@ def _ef_job(job: JobView, total: int):
     return ElasticFlowPolicy._ef_job(job, total)
 
 
-def test_min_share_is_the_smallest_level_reserved_as_late_as_possible():
-    tl = _Timeline(0.0, 60.0, 8, 10)
+def test_min_share_is_the_smallest_level_over_whole_periods():
+    empty = _Steps.empty(0.0, 8)
     # 600 iterations by t=300: 1 GPU gives 300 < 600, 2 GPUs give exactly 600.
-    ej = _ef_job(view(remaining=600, deadline=300), 8)
-    start, alloc, real_end, ok = ElasticFlowPolicy._min_share(ej, tl.free, tl, 0, 600)
-    assert ok and list(alloc) == [2, 2, 2, 2, 2] and real_end == 300
-    # 120 iterations by t=300 on 1 GPU: reserved in the last two slots (as late as possible).
-    ej = _ef_job(view(remaining=120, deadline=300), 8)
-    _, alloc, real_end, ok = ElasticFlowPolicy._min_share(ej, tl.free, tl, 0, 120)
-    assert ok and list(alloc) == [0, 0, 0, 1, 1] and real_end == 300
+    plan = _min_share(_ef_job(view(remaining=600, deadline=300), 8), 0.0, 60.0, 8, empty)
+    assert plan.ok and plan.allocs == [(0.0, 2)] and plan.real_end == 300 and plan.end == 300
+    # On an empty timeline [0, 300) is one period: 120 iterations on 1 GPU start now and end at
+    # 120 s (ElasticFlow walks periods, not slots); the timeline gets the GPU back at 120 s.
+    plan = _min_share(_ef_job(view(remaining=120, deadline=300), 8), 0.0, 60.0, 8, empty)
+    assert plan.ok and plan.allocs == [(0.0, 1)] and plan.real_end == 120
+    assert plan.steps.ts == [0.0, 120.0] and plan.steps.fs == [7, 8]
+    assert empty.ts == [0.0] and empty.fs == [8]  # the input timeline is not modified
 
 
-def test_min_share_walks_around_busy_slots_and_falls_back_late():
-    tl = _Timeline(0.0, 60.0, 4, 10)
-    tl.free[3:5] = 0  # the last two slots before the deadline are taken
+def test_min_share_reserves_the_latest_period_and_falls_back_past_the_deadline():
+    busy = _Steps([0.0, 180.0], [0, 4])  # nothing free before 180 s
     ej = _ef_job(view(remaining=120, deadline=300, max_gpus=4), 4)
-    _, alloc, _, ok = ElasticFlowPolicy._min_share(ej, tl.free, tl, 0, 120)
-    assert ok and list(alloc) == [0, 1, 1]
-    _, alloc, real_end, ok = ElasticFlowPolicy._min_share(ej, tl.free, tl, 0, 10_000)
-    assert not ok and real_end > 300 and alloc.max() == 4
+    plan = _min_share(ej, 0.0, 60.0, 4, busy)
+    assert plan.ok and plan.allocs == [(0.0, 0), (180.0, 1)] and plan.real_end == 300
+    late = _min_share(_ef_job(view(remaining=10_000, deadline=300, max_gpus=4), 4), 0.0, 60.0, 4, busy)
+    assert not late.ok and late.real_end > 300 and max(g for _, g in late.allocs) == 4
+
+
+def test_ef_align_rounds_up_to_the_slot_grid_of_now():
+    assert ef_align(10.0, 10.0, 60.0) == 10.0
+    assert ef_align(10.0, 11.0, 60.0) == 70.0
+    assert ef_align(10.0, 130.0, 60.0) == 130.0
+
+
+def test_elasticflow_admission_fails_when_an_admitted_job_cannot_finish():
+    """ElasticFlow declines an arrival whenever any plan fails, even an already-admitted job's
+    (e.g. one that lost progress to overheads): that job blocks every admission until it ends."""
+    cluster = ClusterModel(8, slot_s=60)
+    doomed = view("a", remaining=10_000, deadline=300, memory={"ef_admitted": True})
+    small = view("b", remaining=60, deadline=600)
+    actions = [d.action for d in decide("elasticflow", 0.0, 8, [doomed, small], cluster)]
+    assert actions == ["start", "decline"]
+    ok = view("a", remaining=600, deadline=300, memory={"ef_admitted": True})
+    actions = [d.action for d in decide("elasticflow", 0.0, 8, [ok, small], cluster)]
+    assert actions == ["start", "start"]
 
 
 def test_elasticflow_declines_what_it_cannot_guarantee_and_fills_leftover():
@@ -106,6 +125,7 @@ def test_elasticflow_declines_what_it_cannot_guarantee_and_fills_leftover():
     decisions = decide("elasticflow", 0.0, 8, jobs, cluster)
     assert [d.action for d in decisions] == ["start", "decline"]
     assert decisions[0].gpus == 8  # minimum share 2, leftover GPUs go to it too
+    assert decisions[0].memory["ef_real_end_s"] == 300  # the minimum share's end: deadline check
     assert decisions[1].memory == {"ef_admitted": False}
 
 

@@ -142,3 +142,48 @@ def test_edf_on_195job_matches_elasticflow_reference():
                            throughputs=TPUT)
     ratio = simulate(jobs, "edf", config).summary()["deadline_satisfactory_ratio"]
     assert abs(ratio - 0.097) <= 0.02
+
+
+@needs_shared
+def test_elasticflow_on_195job_matches_elasticflow_reference():
+    from ptctl.sim.runner import prepare
+    jobs, config = prepare(SHARED / "195job.csv", cluster_spec=SHARED / "cluster_specs/n16g8.csv",
+                           throughputs=TPUT)
+    s = simulate(jobs, "elasticflow", config).summary()
+    assert abs(s["deadline_satisfactory_ratio"] - 0.877) <= 0.02
+    assert abs(s["gpu_hours"] - 10_300) <= 0.05 * 10_300
+
+
+def test_ef_placement_caches_exact_ranks_until_a_restart():
+    from ptctl.sim.engine import _EfPlacement, _ef_overhead
+    place = _EfPlacement(nodes=2, per_node=8)
+    first = place.place([("a", 8), ("b", 4), ("c", 2), ("d", 2)])
+    assert first == {"a": False, "b": False, "c": False, "d": False}
+    assert place.cache == {(0, 8), (8, 4), (12, 2), (14, 2)}
+    assert all(place.place([("a", 8), ("b", 4), ("c", 2), ("d", 2)]).values())
+    # Same sizes, other jobs: the ranks were used, so the trainers are cached.
+    assert place.place([("x", 8), ("y", 4)]) == {"x": True, "y": True}
+    # A new rank set is not (4 GPUs at rank 0).
+    assert place.place([("z", 4)]) == {"z": False}
+    assert _ef_overhead(8, restart=False, cached=True, cluster_gpus=128) == 2
+    assert _ef_overhead(8, restart=False, cached=False, cluster_gpus=128) == 2 + 2 * 4
+    assert _ef_overhead(8, restart=True, cached=False, cluster_gpus=512) == 7 + 47 + 8
+    assert _ef_overhead(8, restart=True, cached=True, cluster_gpus=512) == 7
+
+
+def test_elasticflow_events_judge_deadlines_by_the_plan_and_merge_events_within_a_slot():
+    from ptctl.planner.throughput import ThroughputCurve, ThroughputTable
+    from ptctl.sim.traces import SimJob
+    table = ThroughputTable({("m", 8): ThroughputCurve("m", 8, {1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0})})
+    cluster = ClusterModel(8, slot_s=60, overhead_model="elasticflow")
+    config = SimConfig(cluster, table)
+    # a's round is at 0 s; b's arrival, 10 s later (within one slot), is merged into the next
+    # event at 60 s, where b (10,000 iterations by t=20 s) is declined.
+    jobs = [SimJob("a", 0.0, 3000.0, "m", 8, 1200, 1200, 1, 8),
+            SimJob("b", 10.0, 20.0, "m", 8, 10_000, 10_000, 1, 8)]
+    result = simulate(jobs, "elasticflow", config)
+    rows = {r["job_id"]: r for r in result.job_rows()}
+    assert rows["b"]["status"] == "declined"
+    assert rows["a"]["met_deadline"] and rows["a"]["finish_s"] <= 3000
+    assert result.timeline[0][0] == 0.0 and result.timeline[1][0] == 60.0
+    assert result.summary()["gpu_hours"] > 0

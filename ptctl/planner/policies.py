@@ -32,6 +32,7 @@ Invariants (property-tested): the sum of `gpus` never exceeds `gpu_budget`, and 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -247,240 +248,408 @@ def elasticflow_gpu_cap(model: str, global_batch: int) -> int:
     return caps.get((model, global_batch), min(global_batch, 64))
 
 
+def ef_align(now: float, t: float, slot: float) -> float:
+    """`t` rounded up to the slot grid that starts at `now` (ElasticFlow's slot alignment)."""
+    n = (t - now) // slot
+    if (t - now) % slot > 0:
+        n += 1
+    return now + n * slot
+
+
+class _Steps:
+    """Free GPUs over time as a step function: `fs[i]` GPUs are free on [ts[i], ts[i+1]), the
+    last value for ever after. `ts[0]` is `now`. Kept merged (no two equal neighbours) between
+    plans, as ElasticFlow's `future_free_gpus`; a plan walks its *periods* (runs of equal free
+    counts), not individual slots."""
+
+    __slots__ = ("ts", "fs")
+
+    def __init__(self, ts: list[float], fs: list[int]) -> None:
+        self.ts, self.fs = ts, fs
+
+    @classmethod
+    def empty(cls, now: float, total: int) -> "_Steps":
+        return cls([now], [total])
+
+    def copy(self) -> "_Steps":
+        return _Steps(list(self.ts), list(self.fs))
+
+    def at(self, t: float) -> int:
+        return self.fs[max(0, bisect_right(self.ts, t) - 1)]
+
+    def key(self, t: float) -> int:
+        """Index of breakpoint `t`, inserting it (same value as before it) if missing."""
+        i = bisect_left(self.ts, t)
+        if i == len(self.ts) or self.ts[i] != t:
+            self.ts.insert(i, t)
+            self.fs.insert(i, self.fs[i - 1] if i else self.fs[0])
+        return i
+
+    def add(self, t0: float, t1: float, delta: int) -> None:
+        """Add `delta` free GPUs on [t0, t1)."""
+        if t1 <= t0:
+            return
+        i = self.key(t0)
+        j = self.key(t1)
+        for k in range(i, j):
+            self.fs[k] += delta
+
+    def merge(self) -> "_Steps":
+        ts, fs = [self.ts[0]], [self.fs[0]]
+        for t, f in zip(self.ts[1:], self.fs[1:]):
+            if f != fs[-1]:
+                ts.append(t)
+                fs.append(f)
+        self.ts, self.fs = ts, fs
+        return self
+
+
+def _merged(allocs: dict[float, int]) -> list[tuple[float, int]]:
+    """Allocation change points, sorted, consecutive equal counts dropped."""
+    out: list[tuple[float, int]] = []
+    for t in sorted(allocs):
+        if not out or allocs[t] != out[-1][1]:
+            out.append((t, allocs[t]))
+    return out
+
+
+def _gpu_time(allocs: list[tuple[float, int]], end: float) -> float:
+    """GPU-seconds of a plan as ElasticFlow counts them: each allocation runs until the next change
+    point, the last one until `end` (so a plan that ends inside a period is charged to the period's
+    end when another change point follows)."""
+    total = 0.0
+    for (t0, g0), (t1, _) in zip(allocs, allocs[1:]):
+        total += g0 * (t1 - t0)
+    if allocs:
+        total += allocs[-1][1] * (end - allocs[-1][0])
+    return total
+
+
+@dataclass
+class _EfPlan:
+    allocs: list[tuple[float, int]]
+    end: float          # slot-aligned end (when the job's GPUs come back in the plan)
+    real_end: float     # unrounded end (what the deadline is checked against)
+    ok: bool
+    steps: _Steps       # the free-GPU timeline with this plan taken out
+
+    def gpus_at(self, t: float) -> int:
+        g = 0
+        for t0, g0 in self.allocs:
+            if t0 > t:
+                break
+            g = g0
+        return g
+
+
 @dataclass
 class _EfJob:
-    """A job as ElasticFlow's planner sees it: its levels and a per-slot plan from `now`."""
+    """A job as ElasticFlow's planner sees it."""
 
     view: JobView
-    levels: np.ndarray
-    floor_level: np.ndarray
-    rate_of: np.ndarray
-    start: int = 0
-    alloc: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    real_end: float = math.inf
-    ok: bool = False
+    levels: list[int]
+    rate: dict[int, float]
+    max_gpu: int
+    order: int = 0
+    plan: _EfPlan | None = None         # current allocation (min share, then leftover)
+    share: _EfPlan | None = None        # minimum satisfactory share (deadline check)
     gpus: int = 0
+    next_gpu: int = 0
+    next_plan: _EfPlan | None = None
     marginal: float = -math.inf
-    next_plan: tuple | None = None
 
-    def gputime(self, plan_alloc: np.ndarray) -> float:
-        return float(plan_alloc.sum())
+    @property
+    def remaining(self) -> float:
+        return self.view.remaining_iterations
 
+    def next_level(self, g: int) -> int:
+        for q in self.levels:
+            if q > g:
+                return q
+        return g
 
-class _Timeline:
-    """Free GPUs per slot from `now` (slot k covers [now + k*slot, now + (k+1)*slot));
-    beyond the array every GPU is free."""
-
-    def __init__(self, now: float, slot: float, total: int, horizon: int) -> None:
-        self.now, self.slot, self.total = now, slot, total
-        self.free = np.full(max(horizon, 1), total, dtype=np.int64)
-
-    def ensure(self, length: int) -> None:
-        if length > self.free.size:
-            extra = max(length - self.free.size, self.free.size)
-            self.free = np.concatenate([self.free, np.full(extra, self.total, dtype=np.int64)])
-
-    def apply(self, start: int, alloc: np.ndarray, sign: int) -> None:
-        self.ensure(start + alloc.size)
-        self.free[start:start + alloc.size] -= sign * alloc
+    def floor(self, free: int) -> int:
+        """Largest level <= `free` (0 if none)."""
+        best = 0
+        for q in self.levels:
+            if q > free:
+                break
+            best = q
+        return best
 
 
 class ElasticFlowPolicy(Policy):
-    """ElasticFlow (ASPLOS'23) as its simulator runs it (REFERENCE §2):
+    """ElasticFlow (ASPLOS'23) as its simulator (`ef-accessctrl`) runs it (REFERENCE §2):
 
-    - every round, admitted jobs are re-planned from an empty timeline in deadline order, each
-      with its Minimum Satisfactory Share (`_min_share`);
-    - arrivals are admitted only if all plans still succeed with them (a batch of arrivals in
-      one round is admitted or declined together, as in its simulator);
-    - leftover GPUs go one level at a time to the job with the largest marginal GPU-time
-      (`_marginal`), jobs without GPUs first;
-    - counts are the throughput table's columns up to its per-model caps.
+    - every round all admitted jobs are re-planned in deadline order on an empty free-GPU timeline
+      (a step function over slot-aligned periods), each with its Minimum Satisfactory Share:
+      the smallest level whose allocation, walking back from the deadline period by period, covers
+      its remaining iterations; periods before the one where that walk succeeded get the previous
+      level; the slot-aligned end frees the GPUs in the timeline;
+    - the arrivals of a round are admitted only if every plan (already-admitted jobs included)
+      still meets its deadline; otherwise they are all declined (`decline`);
+    - leftover GPUs go one level at a time to the job with the largest marginal GPU-time of moving
+      to its next level now (jobs holding no GPU first), re-planned with the minimum share after
+      the first timeline change; counts are the table's columns up to the per-model caps.
+
+    Memory written per job: `ef_admitted`, `ef_real_end_s` (the minimum-share plan's unrounded end:
+    ElasticFlow's deadline check), `ef_end_s` (slot-aligned end of the allocation it got) and
+    `ef_order` (its position in ElasticFlow's job list after this round, used by the simulator to
+    place jobs in the same order). `predicted_finish_s` is the unrounded end of the allocation it
+    got; `review_at_s` its next planned change.
     """
 
     name = "elasticflow"
 
     def decide(self, now_s, gpu_budget, jobs, cluster):
         slot = cluster.slot_s
-        horizon = int(math.ceil((max((j.deadline_s for j in jobs), default=now_s) - now_s) / slot)) + 2
-        ef_jobs = {j.job_id: self._ef_job(j, gpu_budget) for j in jobs}
+        total = gpu_budget
+        ef = {j.job_id: self._ef_job(j, total) for j in jobs}
         admitted = [j for j in jobs if j.state == "running" or j.memory.get("ef_admitted")]
         arrivals = [j for j in jobs if j.state == "queued" and "ef_admitted" not in j.memory]
-        pending_out = [j for j in jobs if j.state == "queued" and j.memory.get("ef_admitted") is False]
+        declined = {j.job_id for j in jobs if j.state == "queued" and j.memory.get("ef_admitted") is False}
 
-        declined: set[str] = {j.job_id for j in pending_out}
         plan_set = admitted
-        if arrivals:
-            timeline = _Timeline(now_s, slot, gpu_budget, horizon)
-            if self._plan_all([ef_jobs[j.job_id] for j in admitted + arrivals], timeline):
+        if arrivals and total > 0:
+            if self._plan_all([ef[j.job_id] for j in admitted + arrivals], now_s, slot, total):
                 plan_set = admitted + arrivals
             else:
                 declined |= {j.job_id for j in arrivals}
-        timeline = _Timeline(now_s, slot, gpu_budget, horizon)
-        planned = [ef_jobs[j.job_id] for j in plan_set]
-        self._plan_all(planned, timeline)
-        for ej in planned:
-            ej.gpus = int(ej.alloc[0]) if ej.start == 0 and ej.alloc.size else 0
-        self._give_leftover(planned, timeline, gpu_budget)
+        elif arrivals:
+            declined |= {j.job_id for j in arrivals}
+        planned = sorted((ef[j.job_id] for j in plan_set),
+                         key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id))
+        steps = self._plan_all(planned, now_s, slot, total, keep_steps=True) if planned else None
+        for e in planned:
+            e.gpus = e.plan.gpus_at(now_s) if e.plan else 0
+        if planned:
+            planned = self._give_leftover(planned, steps, now_s, slot, total)
+        for i, e in enumerate(planned):
+            e.order = i
 
         out = []
         for job in jobs:
-            ej = ef_jobs[job.job_id]
+            e = ef[job.job_id]
             if job.job_id in declined:
                 out.append(Decision(job.job_id, "decline", 0, "deadline cannot be guaranteed",
                                     None, {**job.memory, "ef_admitted": False}))
                 continue
-            review = None
-            if ej.alloc.size:
-                changes = np.flatnonzero(ej.alloc != ej.gpus)
-                if changes.size:
-                    review = now_s + (ej.start + int(changes[0])) * slot
-            out.append(_decision(job, ej.gpus, "minimum satisfactory share" if ej.ok
-                                 else "admitted but late", ej.real_end, review_at_s=review,
-                                 memory_update={"ef_admitted": True}))
+            plan = e.plan
+            review = next((t for t, _ in plan.allocs if t > now_s), None) if plan else None
+            update = {"ef_admitted": True, "ef_order": e.order,
+                      "ef_real_end_s": e.share.real_end if e.share else now_s,
+                      "ef_end_s": plan.end if plan else now_s}
+            finish = plan.real_end if plan and e.gpus else None
+            out.append(_decision(job, e.gpus, "minimum satisfactory share" if e.share and e.share.ok
+                                 else "admitted but late", finish, review_at_s=review,
+                                 memory_update=update))
         return out
 
     @staticmethod
     def _ef_job(job: JobView, total: int) -> _EfJob:
-        cap = min(job.max_gpus, elasticflow_gpu_cap(job.model, job.global_batch), total)
-        levels = np.array([g for g in job.allowed_gpus if g <= cap] or [job.allowed_gpus[0]],
-                          dtype=np.int64)
-        floor_level = np.zeros(total + 1, dtype=np.int64)
-        for g in levels:
-            if g <= total:
-                floor_level[g:] = g
-        rate_of = np.zeros(int(levels[-1]) + 1)
-        for g in levels:
-            rate_of[g] = job.rate(int(g))
-        return _EfJob(job, levels, floor_level, rate_of)
+        cap = min(job.max_gpus, elasticflow_gpu_cap(job.model, job.global_batch), max(total, 1))
+        levels = [g for g in job.allowed_gpus if g <= cap]  # empty: it can never run here
+        return _EfJob(job, levels, {g: job.rate(g) for g in levels}, levels[-1] if levels else 0)
 
-    def _plan_all(self, ef_jobs: list[_EfJob], timeline: _Timeline) -> bool:
+    def _plan_all(self, ef_jobs: list[_EfJob], now: float, slot: float, total: int,
+                  keep_steps: bool = False):
+        """Plan jobs in deadline order from an empty timeline; True if every plan meets its
+        deadline (or the final timeline, with `keep_steps`)."""
+        steps = _Steps.empty(now, total)
         ok = True
-        for ej in sorted(ef_jobs, key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id)):
-            start, alloc, real_end, fits = self._min_share(ej, timeline.free, timeline, 0,
-                                                           ej.view.remaining_iterations)
-            ej.start, ej.alloc, ej.real_end, ej.ok = start, alloc, real_end, fits
-            timeline.apply(start, alloc, +1)
-            ok &= fits
-        return ok
+        for e in sorted(ef_jobs, key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id)):
+            plan = _min_share(e, now, slot, total, steps)
+            e.plan = e.share = plan
+            steps = plan.steps
+            ok &= plan.ok
+        return steps if keep_steps else ok
 
-    @staticmethod
-    def _min_share(ej: _EfJob, free: np.ndarray, tl: _Timeline, start: int,
-                   remaining: float) -> tuple[int, np.ndarray, float, bool]:
-        """Smallest level whose plan, walking back from the deadline over the free GPUs, covers
-        `remaining`; slots before that latest start get the previous level. Falls back to the
-        largest level (late) when no level fits."""
-        now, slot = tl.now, tl.slot
-        deadline = ej.view.deadline_s
-        n_ddl = int(math.ceil((deadline - now) / slot)) if deadline > now else 0
-        if remaining <= 0:
-            return start, np.zeros(0, dtype=np.int64), now + start * slot, True
-        if n_ddl > start:
-            tl.ensure(n_ddl)
-            free = tl.free
-            f = np.clip(free[start:n_ddl], 0, None)
-            dur = np.full(n_ddl - start, slot)
-            dur[-1] = deadline - (now + (n_ddl - 1) * slot)
-            prev = np.zeros(n_ddl - start, dtype=np.int64)
-            for q in ej.levels:
-                alloc_q = np.minimum(q, ej.floor_level[f])
-                iters = ej.rate_of[alloc_q] * dur
-                from_end = np.cumsum(iters[::-1])[::-1]
-                if from_end[0] < remaining:
-                    prev = alloc_q
-                    continue
-                point = int(np.flatnonzero(from_end >= remaining)[-1])
-                fwd = prev.copy()
-                fwd[point:] = alloc_q[point:]
-                cum = np.cumsum(ej.rate_of[fwd] * dur)
-                i = int(np.argmax(cum >= remaining))
-                left = remaining - (cum[i - 1] if i > 0 else 0.0)
-                real_left = math.ceil(left / ej.rate_of[fwd[i]])
-                extra = max(0, int(math.ceil(real_left / slot)) - 1)
-                alloc = np.concatenate([fwd[:i + 1], np.full(extra, fwd[i], dtype=np.int64)])
-                real_end = now + (start + i) * slot + real_left
-                return start, alloc, real_end, real_end <= deadline
-        # No level fits: run at the largest level from now, past the deadline.
-        q = int(ej.levels[-1])
-        tl.ensure(max(n_ddl, start) + 1)
-        f = np.clip(tl.free[start:], 0, None)
-        alloc = np.minimum(q, ej.floor_level[f])
-        cum = np.cumsum(ej.rate_of[alloc] * slot)
-        if cum.size and cum[-1] >= remaining:
-            i = int(np.argmax(cum >= remaining))
-            left = remaining - (cum[i - 1] if i > 0 else 0.0)
-            real_left = math.ceil(left / ej.rate_of[alloc[i]])
-            alloc = alloc[:i + 1]
-        else:
-            left = remaining - (cum[-1] if cum.size else 0.0)
-            real_left = math.ceil(left / ej.rate_of[q])
-            tail = int(math.ceil(real_left / slot))
-            i = alloc.size + tail - 1
-            real_left -= (tail - 1) * slot
-            alloc = np.concatenate([alloc, np.full(tail, q, dtype=np.int64)])
-        return start, alloc, now + (start + i) * slot + real_left, False
-
-    def _marginal(self, ej: _EfJob, tl: _Timeline, allocatable: int) -> None:
-        """GPU-time added per extra GPU if the job moves to its next level now (ElasticFlow's
-        `get_marginal`): run at the next level until the free-GPU timeline next changes, then
-        re-plan with the minimum share."""
-        nxt = ej.levels[ej.levels > ej.gpus]
-        if nxt.size == 0 or nxt[0] - ej.gpus > allocatable:
-            ej.marginal, ej.next_plan = -math.inf, None
+    def _marginal(self, e: _EfJob, steps: _Steps, now: float, slot: float, total: int,
+                  allocatable: int) -> None:
+        """ElasticFlow's `get_marginal`: GPU-time added per extra GPU if the job moves to its next
+        level now (run there until the free timeline next changes, then minimum share)."""
+        if e.next_gpu - e.gpus > allocatable or e.next_gpu == e.gpus or e.remaining <= 0:
+            e.marginal, e.next_plan = -math.inf, None
             return
-        g = int(nxt[0])
-        now, slot = tl.now, tl.slot
-        remaining = ej.view.remaining_iterations
-        tl.apply(ej.start, ej.alloc, -1)
-        free = tl.free
-        changes = np.flatnonzero(free[1:] != free[0])
-        if changes.size:
-            first_change = int(changes[0]) + 1
-        elif free[0] != tl.total:
-            first_change = free.size
+        tmp = steps.copy()
+        if e.plan is not None:
+            allocs = e.plan.allocs
+            for k, (t0, g0) in enumerate(allocs):
+                t1 = allocs[k + 1][0] if k + 1 < len(allocs) else e.plan.end
+                tmp.add(t0, min(t1, e.plan.end), g0)
+        tmp.merge()
+        plan = _min_share(e, now, slot, total, tmp, first=e.next_gpu)
+        e.next_plan = plan
+        if e.gpus == 0:
+            e.marginal = math.inf
         else:
-            first_change = max(1, int(math.ceil((ej.view.deadline_s - now) / slot)))
-        rate = ej.rate_of[g]
-        real_end = math.ceil(now + remaining / rate)
-        slots = int(math.ceil((real_end - now) / slot))
-        if slots <= first_change or remaining <= first_change * slot * rate:
-            alloc = np.full(max(slots, 1), g, dtype=np.int64)
-            plan = (0, alloc, float(real_end), real_end <= ej.view.deadline_s)
-        else:
-            head = np.full(first_change, g, dtype=np.int64)
-            tl.apply(0, head, +1)
-            _, tail, end, fits = self._min_share(ej, tl.free, tl, first_change,
-                                                 remaining - first_change * slot * rate)
-            tl.apply(0, head, -1)
-            plan = (0, np.concatenate([head, tail]), end, fits)
-        tl.apply(ej.start, ej.alloc, +1)
-        ej.next_plan = (g, plan)
-        if ej.gpus == 0:
-            ej.marginal = math.inf
-        else:
-            ej.marginal = (plan[1].sum() - ej.alloc.sum()) * slot / (g - ej.gpus)
+            old = _gpu_time(e.plan.allocs, e.plan.end) if e.plan else 0.0
+            e.marginal = (_gpu_time(plan.allocs, plan.end) - old) / (e.next_gpu - e.gpus)
 
-    def _give_leftover(self, planned: list[_EfJob], tl: _Timeline, total: int) -> None:
-        allocatable = total - sum(ej.gpus for ej in planned)
-        order = sorted(planned, key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id))
-        for ej in order:
-            self._marginal(ej, tl, allocatable)
-        while allocatable > 0:
-            best = None
-            for ej in order:
-                if ej.next_plan is None or ej.next_plan[0] - ej.gpus > allocatable:
+    def _give_leftover(self, order: list[_EfJob], steps: _Steps, now: float, slot: float,
+                       total: int) -> list[_EfJob]:
+        allocatable = total - sum(e.gpus for e in order)
+        for e in order:
+            e.next_gpu = e.next_level(e.gpus)
+        if allocatable <= 0:
+            return order
+        for e in order:
+            self._marginal(e, steps, now, slot, total, allocatable)
+        order = sorted(order, key=lambda e: -e.marginal)
+        moved = True
+        while allocatable > 0 and moved:
+            moved = False
+            for e in order:
+                if e.next_gpu - e.gpus > allocatable or e.next_gpu == e.gpus or e.next_plan is None:
                     continue
-                if best is None or ej.marginal > best.marginal:
-                    best = ej
-            if best is None:
-                return
-            g, (start, alloc, real_end, fits) = best.next_plan
-            tl.apply(best.start, best.alloc, -1)
-            allocatable -= g - best.gpus
-            best.gpus, best.start, best.alloc, best.real_end, best.ok = g, start, alloc, real_end, fits
-            tl.apply(start, alloc, +1)
-            for ej in order:
-                if ej.next_plan is not None or ej is best:
-                    self._marginal(ej, tl, allocatable)
+                steps = e.next_plan.steps.merge()
+                allocatable -= e.next_gpu - e.gpus
+                e.plan, e.gpus = e.next_plan, e.next_gpu
+                e.next_gpu = e.next_level(e.gpus)
+                moved = True
+                break
+            for e in order:
+                if e.next_gpu > e.gpus:
+                    self._marginal(e, steps, now, slot, total, allocatable)
+            order = sorted(order, key=lambda e: -e.marginal)
+        return order
+
+
+def _min_share(e: _EfJob, now: float, slot: float, total: int, orig: _Steps,
+               first: int | None = None) -> _EfPlan:
+    """ElasticFlow's `ef_sim_allocation` on the free timeline `orig` (not modified).
+
+    `first`: run at this level from `now` until the timeline's first change, then the minimum
+    share (the leftover-GPU trial). Returns the plan and the timeline with it taken out."""
+    remaining = e.remaining
+    ddl = e.view.deadline_s
+    rate = e.rate
+    new = orig.copy()
+    if remaining <= 0:
+        return _EfPlan([(now, 0)], now, now, now <= ddl, new)
+    if not e.levels:  # no allowed count fits the cluster: never runs, never meets its deadline
+        return _EfPlan([(now, 0)], now, max(now, ddl) + 1.0, False, new)
+    a_ddl = ef_align(now, ddl, slot)
+    if a_ddl >= now:
+        new.key(a_ddl)
+    ts, fs = new.ts, new.fs
+    allocs: dict[float, int] = {now: 0}
+    event = now
+
+    def finish(t0: float, g: int, left: float) -> tuple[float, float]:
+        real_left = math.ceil(left / rate[g])
+        return t0 + ef_align(0, real_left, slot), t0 + real_left
+
+    def close(end: float) -> None:
+        """Give back the part of the last period after `end` (original free count)."""
+        if end not in orig.ts:
+            i = new.key(end)
+            fs[i] = orig.at(end)
+
+    if first is not None:
+        q = first
+        nxt = orig.ts[1] if len(orig.ts) > 1 else a_ddl
+        real_end = math.ceil(now + remaining / rate[q])
+        end = ef_align(now, real_end, slot)
+        if (nxt >= end and ddl >= real_end) or nxt <= now:
+            new.add(now, end, -q)
+            close(end)
+            return _EfPlan([(now, q)], end, real_end, real_end <= ddl, new.merge())
+        dur = (ddl if nxt == a_ddl else nxt) - now
+        remaining -= dur * rate[q]
+        new.add(now, nxt, -q)
+        allocs[now] = q
+        event = nxt
+        allocs[nxt] = 0
+        if remaining <= 0:  # finishes in the first period, but after its deadline
+            new.add(nxt, end, -q)
+            close(end)
+            return _EfPlan(_merged({now: q, end: 0}) if end > now else [(now, q)], end,
+                           real_end, False, new.merge())
+    lo = bisect_left(ts, event)
+    hi = bisect_left(ts, a_ddl) if a_ddl >= event else lo  # periods [ts[k], ts[k+1]) for lo <= k < hi
+    durs = []
+    for k in range(lo, hi):
+        allocs.setdefault(ts[k], 0)
+        durs.append((ddl if ts[k + 1] == a_ddl else ts[k + 1]) - ts[k])
+
+    last_q = 0
+    for q in e.levels:
+        if q > total:
+            break
+        acc = 0.0
+        point = None
+        for k in range(hi - 1, lo - 1, -1):
+            f = fs[k]
+            a = q if f >= q else min(q, e.floor(f))
+            if a == 0:
+                continue
+            acc += durs[k - lo] * rate[a]
+            if acc >= remaining:
+                point = ts[k]
+                break
+        if point is None:
+            last_q = q
+            continue
+        # Forward: previous level before `point`, this level from it, until the work is done.
+        for k in range(lo, hi):
+            a = min(q if ts[k] >= point else last_q, e.floor(fs[k]))
+            allocs[ts[k]] = a
+            fs[k] -= a
+            if a == 0:
+                continue
+            it = durs[k - lo] * rate[a]
+            if ts[k] < point or it < remaining:
+                remaining -= it
+                continue
+            end, real_end = finish(ts[k], a, remaining)
+            close(end)
+            return _EfPlan(_merged(allocs), end, real_end, real_end <= ddl, new.merge())
+        k = new.key(a_ddl)
+        a = min(q, e.floor(fs[k]))
+        if a == 0:
+            break
+        allocs[a_ddl] = a
+        fs[k] -= a
+        end, real_end = finish(a_ddl, a, remaining)
+        close(end)
+        return _EfPlan(_merged(allocs), end, real_end, real_end <= ddl, new.merge())
+
+    # No level meets the deadline: the largest level (as free GPUs allow) up to the deadline...
+    top = last_q or e.levels[0]
+    for k in range(lo, hi):
+        a = min(top, e.floor(fs[k]))
+        allocs[ts[k]] = a
+        fs[k] -= a
+        remaining -= durs[k - lo] * rate[a] if a else 0.0
+    # ... then whatever is free after it, then everything.
+    last = max(a_ddl, event)
+    new.key(last)
+    while True:
+        i = bisect_left(new.ts, last)
+        if i + 1 >= len(new.ts):
+            break
+        nxt_t = new.ts[i + 1]
+        q = min(e.floor(new.fs[i]), e.max_gpu)
+        allocs[last] = q
+        if q:
+            it = (nxt_t - last) * rate[q]
+            if it >= remaining:
+                real_end = math.ceil(last + remaining / rate[q])
+                end = ef_align(now, real_end, slot)
+                new.add(last, end, -q)
+                close(end)
+                return _EfPlan(_merged(allocs), end, real_end, real_end <= ddl, new.merge())
+            remaining -= it
+            new.fs[i] -= q
+        last = nxt_t
+    q = e.max_gpu
+    allocs[last] = q
+    real_end = math.ceil(last + remaining / rate[q])
+    end = ef_align(now, real_end, slot)
+    new.add(last, end, -q)
+    close(end)
+    return _EfPlan(_merged(allocs), end, real_end, real_end <= ddl, new.merge())
 
 
 # --------------------------------------------------------------------------- prompttuner

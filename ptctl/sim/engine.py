@@ -139,6 +139,8 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
     """Run one policy over a trace; deterministic for a given config (seed included)."""
     policy = get_policy(policy)
     cluster = config.cluster
+    if cluster.overhead_model == "elasticflow" and policy.name == "elasticflow":
+        return simulate_elasticflow_events(jobs, policy, config)
     total_gpus = cluster.total_gpus
     slot = cluster.slot_s
     ef_physics = cluster.overhead_model == "elasticflow"
@@ -290,4 +292,308 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
         last_round = now
         now = now + slot if upcoming - now <= slot else upcoming
 
+    return SimResult(policy.name, outcomes, gpu_seconds, timeline, rounds)
+
+
+# --------------------------------------------------------------------------- ElasticFlow events
+
+_EF_NODE_GROUPS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 56, 64, 72, 88, 128, 256)
+
+
+class _EfPlacement:
+    """ElasticFlow's `elastic` placement, rebuilt from scratch every round, and the trainer cache
+    it feeds: a job restarts cheaply (2 s) when its exact GPU ranks were used by some job since
+    the last periodic trainer restart."""
+
+    def __init__(self, nodes: int, per_node: int) -> None:
+        self.nodes, self.per_node = nodes, per_node
+        self.cache: set[tuple[int, int]] = set()
+
+    def place(self, order: list[tuple[str, int]]) -> dict[str, bool]:
+        """Place (job, gpus) in ElasticFlow's order; returns job -> in_cache."""
+        free_nodes = list(range(self.nodes))
+        groups: dict[int, list[dict]] = {g: [] for g in _EF_NODE_GROUPS}
+        big = [(j, g) for j, g in order if g >= self.per_node]
+        small = [(j, g) for size in reversed(_EF_NODE_GROUPS) if size < self.per_node
+                 for j, g in order if g == size]
+        for job, g in big + small:
+            self._place_one(job, g, free_nodes, groups)
+        return self._ranks(free_nodes, groups)
+
+    def _regroup(self, ns: dict, groups: dict, home: list) -> None:
+        free = len(ns["nodes"]) * self.per_node - ns["util"]
+        if free > 0:
+            for size in sorted(_EF_NODE_GROUPS, reverse=True):
+                if size <= free and free % size == 0:
+                    ns["num_gpus"] = size
+                    groups[size].append(ns)
+                    home.sort(key=lambda n: n["util"])
+                    groups[size].sort(key=lambda n: n["util"])
+                    return
+        home.append(ns)
+        home.sort(key=lambda n: n["util"])
+
+    def _place_one(self, job: str, g: int, free_nodes: list[int], groups: dict) -> bool:
+        if g not in groups:
+            return False
+        home = groups[g]
+        if home:
+            ns = home.pop(0)
+            if ns["util"] + g <= ns["capacity"]:
+                ns["util"] += g
+                ns["jobs"].append((job, g))
+                self._regroup(ns, groups, home)
+                return True
+            home.append(ns)
+        for size in reversed(_EF_NODE_GROUPS):
+            if size <= g:
+                break
+            other = groups[size]
+            if other:
+                ns = other.pop(0)
+                if ns["util"] + g <= ns["capacity"]:
+                    ns["util"] += g
+                    ns["jobs"].append((job, g))
+                    self._regroup(ns, groups, home)
+                    return True
+                other.append(ns)
+        need = -(-g // self.per_node)
+        if need > len(free_nodes):
+            return False
+        ns = {"nodes": free_nodes[:need], "capacity": need * self.per_node, "util": g,
+              "num_gpus": g, "jobs": [(job, g)]}
+        del free_nodes[:need]
+        self._regroup(ns, groups, home)
+        return True
+
+    def _ranks(self, free_nodes: list[int], groups: dict) -> dict[str, bool]:
+        where: dict[int, tuple[int, dict]] = {}
+        for size in _EF_NODE_GROUPS:
+            for ns in groups[size]:
+                for node in ns["nodes"]:
+                    where.setdefault(node, (size, ns))
+        in_cache: dict[str, bool] = {}
+        for node in range(self.nodes):
+            if node not in where:
+                continue
+            size, ns = where[node]
+            rank = node * self.per_node
+            members = ns["jobs"][:1] if size >= self.per_node else ns["jobs"]
+            for job, g in members:
+                if job not in in_cache:
+                    key = (rank, g)
+                    in_cache[job] = key in self.cache
+                    self.cache.add(key)
+                rank += g
+        return in_cache
+
+
+def _ef_overhead(gpus: int, restart: bool, cached: bool, cluster_gpus: int) -> float:
+    """ElasticFlow's per-round overhead: 2 s (7 s on >= 256 GPUs) when the trainer is cached,
+    else + 27 s (+20 s more on >= 256 GPUs) on a periodic restart, + 2*(log2 g + 1) s."""
+    big = cluster_gpus >= 256
+    overhead = 7.0 if big else 2.0
+    if cached:
+        return overhead
+    if restart:
+        overhead += 47.0 if big else 27.0
+    return overhead + (math.log(gpus, 2) + 1) * 2
+
+
+class _EfLive:
+    __slots__ = ("job", "outcome", "curve", "remaining", "gpus", "end", "real_end", "overhead",
+                 "view", "in_cache", "order")
+
+    def __init__(self, job: SimJob, curve, allowed: tuple[int, ...]) -> None:
+        self.job, self.curve = job, curve
+        self.outcome = JobOutcome(job.job_id, job.arrival_s, job.deadline_s, job.iterations)
+        self.remaining = float(job.iterations)
+        self.gpus = 0
+        self.end = math.inf
+        self.real_end = math.inf
+        self.overhead = 0.0
+        self.in_cache = False
+        self.order = 0
+        self.view = JobView(job.job_id, job.model, job.global_batch, job.arrival_s, job.deadline_s,
+                            "queued", 0, min(job.min_gpus, max(allowed)), max(allowed), allowed,
+                            self.remaining, curve)
+
+
+def simulate_elasticflow_events(jobs: list[SimJob], policy: Policy, config: SimConfig) -> SimResult:
+    """ElasticFlow's own event loop (`ef-accessctrl`), for the `elasticflow` policy under the
+    `elasticflow` overhead model:
+
+    - rounds happen at events: arrivals, job end events and the earliest planned rescale; the
+      events within one slot of the current round are merged into one at `now + slot` (when more
+      than one event is pending); progress between rounds uses the whole seconds between them;
+    - a job's end event is its plan's slot-aligned end plus this round's overhead; a job that
+      runs out of work earlier ends at the next round; at its end event it leaves, and it meets
+      its deadline if its last minimum-share plan did (the unrounded plan end, `ef_real_end_s`);
+    - every round each running job pays its overhead (see `_ef_overhead`), cached by exact GPU
+      ranks of ElasticFlow's placement; the cache is flushed every `slot` rounds (its simulator
+      reuses the slot length, in seconds, as the restart period in rounds);
+    - GPU-hours count the GPUs each job holds from round to round until it leaves.
+    """
+    cluster = config.cluster
+    total = cluster.total_gpus
+    slot = cluster.slot_s
+    placement = _EfPlacement(max(1, total // cluster.gpus_per_node), cluster.gpus_per_node)
+    restart_every = max(1, int(slot))
+    outcomes: list[JobOutcome] = []
+    active: dict[str, _EfLive] = {}
+    # time -> (arrivals, ending job ids)
+    events: dict[float, tuple[list[SimJob], set[str]]] = {}
+    end_at: dict[str, float] = {}
+    for job in sorted(jobs, key=lambda j: (j.arrival_s, j.job_id)):
+        events.setdefault(job.arrival_s, ([], set()))[0].append(job)
+    if not events:
+        return SimResult(policy.name, outcomes, 0.0, [], 0)
+
+    def move_end(live: _EfLive, t: float) -> None:
+        jid = live.job.job_id
+        old = end_at.get(jid)
+        if old == t:
+            return
+        if old is not None and old in events:
+            ev = events[old]
+            ev[1].discard(jid)
+            if not ev[0] and not ev[1]:
+                del events[old]
+        end_at[jid] = t
+        events.setdefault(t, ([], set()))[1].add(jid)
+
+    gpu_seconds = 0.0
+    timeline: list[tuple[float, int]] = []
+    rounds = 0
+    schedule_count = 0
+    now = min(events)
+    time_diff = 0
+    guard = 0
+    while events or active:
+        guard += 1
+        if guard > 10_000_000:
+            raise AssertionError("elasticflow event loop does not terminate")
+        # run_all_jobs: progress over the (whole) seconds since the last round.
+        ending_now: list[_EfLive] = []
+        for live in active.values():
+            if live.gpus == 0:
+                continue
+            rate = live.curve.rate(live.gpus)
+            run = float(time_diff)
+            if now > live.real_end:
+                run -= now - live.real_end
+            run = 0.0 if run < live.overhead else run - live.overhead
+            work = max(0.0, run) * rate
+            if live.remaining <= work and live.end > now:
+                actual_end = now - time_diff + math.ceil(live.remaining / rate)
+                work = (live.end - now + time_diff) * rate
+                move_end(live, now)
+                live.end = actual_end
+            live.remaining -= work
+            live.overhead = 0.0
+        event = events.pop(now, None)
+        if event is None:
+            if not events:
+                break
+            now, time_diff = min(events), int(min(events) - now)
+            continue
+        starts, ends = event
+        for jid in sorted(ends):
+            live = active.get(jid)
+            end_at.pop(jid, None)
+            if live is None or live.gpus == 0:
+                continue
+            del active[jid]
+            live.outcome.finish_s = live.real_end
+            ending_now.append(live)
+        for job in starts:
+            curve = config.throughputs.curve(job.model, job.global_batch)
+            allowed = tuple(g for g in curve.allowed_gpus
+                            if job.min_gpus <= g <= min(job.max_gpus, total))
+            if not allowed:
+                outcomes.append(JobOutcome(job.job_id, job.arrival_s, job.deadline_s, job.iterations))
+                continue
+            live = _EfLive(job, curve, allowed)
+            active[job.job_id] = live
+            outcomes.append(live.outcome)
+
+        first_scale = math.inf
+        if active:
+            rounds += 1
+            views = []
+            for live in active.values():
+                v = live.view
+                v.remaining_iterations = max(live.remaining, 1e-9)
+                v.gpus = live.gpus
+                v.state = "running" if live.gpus else "queued"
+                views.append(v)
+            decisions = policy.decide(now, total, views, cluster)
+            for live, d in zip(list(active.values()), decisions):
+                live.view.memory = d.memory
+                if d.action == "decline":
+                    live.outcome.declined = True
+                    del active[live.job.job_id]
+                    continue
+                if live.gpus and d.gpus != live.gpus:
+                    live.outcome.resizes += 1
+                live.gpus = d.gpus
+                live.real_end = d.memory.get("ef_real_end_s", math.inf)
+                live.end = d.memory.get("ef_end_s", math.inf)
+                live.order = d.memory.get("ef_order", 0)
+                move_end(live, live.end)
+                if d.review_at_s is not None and d.review_at_s > now:
+                    first_scale = min(first_scale, d.review_at_s)
+            order = sorted(active.values(), key=lambda lv: -lv.gpus)  # stable over ef_order
+            order.sort(key=lambda lv: lv.order)
+            order.sort(key=lambda lv: -lv.gpus)
+            cached = placement.place([(lv.job.job_id, lv.gpus) for lv in order if lv.gpus])
+            for lv in order:
+                lv.in_cache = cached.get(lv.job.job_id, False)
+        if first_scale < math.inf and (not events or first_scale < min(events)):
+            events.setdefault(first_scale, ([], set()))
+        if not events:
+            if not active:
+                break
+            nxt = now + 10
+        else:
+            restart = schedule_count > 0 and schedule_count % restart_every == 0
+            schedule_count += 1
+            if restart:
+                placement.cache.clear()
+            for live in active.values():
+                if live.gpus:
+                    live.overhead = _ef_overhead(live.gpus, restart, live.in_cache, total)
+                    live.end += live.overhead
+                    move_end(live, live.end)
+            times = sorted(events)
+            # Merge the events within one slot into one at now + slot.
+            if len(times) > 1 and int(times[0] - now) <= slot:
+                merged = ([], set())
+                k = 0
+                while k < len(times) and (k == 0 or times[k] - now <= slot):
+                    s, e = events.pop(times[k])
+                    merged[0].extend(s)
+                    merged[1].update(e)
+                    k += 1
+                target = now + slot
+                if target in events:
+                    events[target][0].extend(merged[0])
+                    events[target][1].update(merged[1])
+                else:
+                    events[target] = merged
+                for jid in merged[1]:
+                    end_at[jid] = target
+            nxt = min(events)
+        used = sum(lv.gpus for lv in active.values())
+        if used > total:
+            raise AssertionError(f"{policy.name} used {used} of {total} GPUs at t={now}")
+        timeline.append((now, used))
+        for live in active.values():
+            if live.gpus:
+                live.outcome.gpu_seconds += live.gpus * (nxt - now)
+                gpu_seconds += live.gpus * (nxt - now)
+        time_diff = int(nxt - now)
+        now = nxt
+    for live in active.values():  # never ended (cannot happen with end events; kept for safety)
+        live.outcome.finish_s = None
     return SimResult(policy.name, outcomes, gpu_seconds, timeline, rounds)
