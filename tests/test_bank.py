@@ -384,3 +384,24 @@ def test_two_layer_search_scores_about_sqrt_n():
         assert len(result.scored) == Budget().total(n) <= max(8, np.ceil(0.6 * np.sqrt(n)))
     with pytest.raises(ValueError, match="medoids"):
         Clusters("task", ["a"], [["b"]])
+
+
+@pytest.mark.slow
+def test_build_sources_through_the_job_registry(tmp_path, cfg):
+    """`bank build --sources --submit`: each source is a ptctl job (local profile here)."""
+    for kind in ("mood", "pets", "nums"):
+        write_task(tmp_path / f"{kind}.jsonl", kind)
+    (tmp_path / "sources.yaml").write_text(
+        "model: tiny-random\ndefaults:\n  target: accuracy >= 0.99\n"
+        "  prompt: {virtual_tokens: 4}\n  task: {eval_samples: 16, max_length: 24}\n"
+        "  training: {global_batch_size: 4, micro_batch_size: 4, learning_rate: 0.1,"
+        " max_steps: 6, eval_every: 3, checkpoint_every: 100}\nsources:\n"
+        + "".join(f"  - name: {k}\n    task: {{source: {k}.jsonl}}\n"
+                  for k in ("mood", "pets", "nums")))
+    result = CliRunner().invoke(app, ["build", "--sources", str(tmp_path / "sources.yaml"),
+                                      "--submit", "--profile", "local", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert sorted(data["added"]) == ["mood", "nums", "pets"]
+    assert data["selection"]["chosen"] in ("behaviour", "task")
+    assert verify(Bank.for_model(cfg.bank_dir, "tiny-random")) == []

@@ -93,6 +93,11 @@ def build(
         "--sources", help="Sources manifest: tune each listed task, then ingest it.")] = None,
     from_dirs: Annotated[Optional[list[Path]], typer.Option(
         "--from", help="Finished job folders or exported adapters (repeatable).")] = None,
+    submit: Annotated[bool, typer.Option(
+        "--submit", help="Tune the sources as ptctl jobs (Slurm or local, as the cluster "
+                         "profile says) instead of in this process.")] = False,
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", help="Cluster profile for --submit.")] = None,
     bank_dir: BankDirOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -107,17 +112,21 @@ def build(
         raise BadInputError("bank build: give exactly one of --sources FILE or --from DIR...")
     with _progress(out) as progress:
         if sources is not None:
-            from ptctl.bank.sources import load_sources, tune_locally
+            from ptctl.bank.sources import load_sources, submit_all, tune_locally
+            from ptctl.jobs.registry import Registry
 
             _, items = load_sources(sources)
-            todo = [s for s in items if not s.done]
+            registry = Registry(cfg.home)
+            todo = [s for s in items if not s.done(registry)]
             out.info(f"ptctl: {len(items)} sources, {len(todo)} to tune")
-            for i, source in enumerate(todo):
+            if submit:
+                submit_all(todo, registry, profile, progress=progress)
+            for i, source in enumerate([] if submit else todo):
                 out.info(f"ptctl: tuning {source.name} in {source.run_dir}")
                 tune_locally(source)
                 if progress:
                     progress("tuning", i + 1, len(todo))
-            candidates = [ingest.from_result(s.run_dir, s.name) for s in items]
+            candidates = [ingest.from_result(s.job_folder(registry), s.name) for s in items]
         else:
             candidates = [ingest.from_result(p) for p in _collect(list(from_dirs))]
         from ptctl.tuning.models import load_base_model
