@@ -129,3 +129,20 @@ def test_good_spec_dry_run_plans_without_registering(tmp_path: Path):
     plan = json.loads(result.stdout)["plan"]
     assert plan["gpus"] == 1 and plan["feasible"] and plan["profile"] == "local"
     assert not (tmp_path / "ptctl-home" / "jobs").exists()
+
+
+def test_finished_job_feeds_the_bank_once(tmp_path: Path):
+    bank_dir = tmp_path / "bank"
+    env = {**LOCAL, "PTCTL_BANK_DIR": str(bank_dir)}
+    spec = tiny_spec(tmp_path, prompt={"virtual_tokens": 4, "init": "random",
+                                       "add_to_bank": True})
+    result = run_cli("submit", str(spec), "--wait", "--json", env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    job_id = json.loads(result.stdout)["job_id"]
+    entries = json.loads(run_cli("bank", "ls", "--json", env=env).stdout)
+    ids = [e["id"] for e in (entries["entries"] if isinstance(entries, dict) else entries)]
+    assert ids == [job_id]
+    state = json.loads(run_cli("status", job_id, "--json", env=env).stdout)[0]
+    assert state["phase"] == "finished"
+    again = json.loads(run_cli("rebalance", "--json", env=env).stdout)
+    assert again["actions"] == []

@@ -153,9 +153,12 @@ def _wait(cfg: Config, prof: Profile, job_id: str, out: Output, every_s: float =
     registry = _registry(cfg)
     last_step = None
     while True:
-        orchestrate.rebalance_once(registry, prof, cfg.policy, resize_wait_s=every_s)
+        orchestrate.rebalance_once(registry, prof, cfg.policy, resize_wait_s=every_s,
+                                   bank_dir=cfg.bank_dir)
         state = registry.load(job_id)
-        if state.is_terminal:
+        banking = state.phase == "finished" and "bank_entry" not in state.estimates and \
+            registry.load_spec(job_id)["prompt"].get("add_to_bank")
+        if state.is_terminal and not banking:
             return state
         progress = registry.read_progress(job_id)
         if progress.get("step") != last_step and progress:

@@ -43,11 +43,12 @@ def root(
 
 
 def _wire() -> None:
-    from ptctl.cli import config, doctor, jobs, rebalance, run, sim
+    from ptctl.cli import bank, config, doctor, jobs, rebalance, run, sim
 
     jobs.register(app)
     app.command("run")(run.run)
     app.command("rebalance")(rebalance.rebalance)
+    app.add_typer(bank.app, name="bank")
     app.add_typer(config.app, name="config")
     app.add_typer(sim.app, name="sim")
     app.command("doctor")(doctor.doctor)

@@ -39,7 +39,7 @@ def rebalance(
                      human="another rebalance is running; nothing done")
             return
         tick = orchestrate.rebalance_once(registry, profile, cfg.policy, dry_run=dry_run,
-                                          resize_wait_s=wait_s)
+                                          resize_wait_s=wait_s, bank_dir=cfg.bank_dir)
     rows = [(d.job_id, d.action, d.gpus, d.reason) for d in tick.decisions]
     out.table(["job", "decision", "gpus", "reason"], rows, data={
         "dry_run": dry_run, "policy": cfg.policy, "profile": profile.name,

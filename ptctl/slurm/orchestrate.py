@@ -343,17 +343,47 @@ def _decline(state: JobState, reason: str) -> None:
     state.errors.append(f"declined by the scheduling policy: {reason}")
 
 
+def bank_finished(registry: Registry, jobs: list[LiveJob], bank_dir: str, tick: Tick) -> None:
+    """Add the prompts of finished jobs whose spec asks for it to their model's Prompt Bank.
+
+    The entry id is the job id, so a repeated add replaces rather than duplicates, and the
+    entry is recorded in the job's estimates so that the next round skips it."""
+    todo = [j for j in jobs if j.state.phase == "finished"
+            and j.spec["prompt"].get("add_to_bank") and "bank_entry" not in j.state.estimates]
+    if not todo:
+        return
+    from ptctl.bank import ingest
+    from ptctl.bank.store import Bank
+
+    for job in todo:
+        try:
+            candidate = ingest.from_result(registry.paths(job.job_id).root, job.job_id)
+            entry = ingest.add_candidates(Bank.for_model(bank_dir, candidate.entry.model),
+                                          [candidate])[0]
+        except PtctlError as exc:
+            message = f"not added to the Prompt Bank: {exc}"
+            job.state = registry.update(job.job_id, lambda st: (
+                st.estimates.__setitem__("bank_entry", None), st.errors.append(message)))
+            tick.act(job.job_id, "bank-failed", error=str(exc))
+            continue
+        job.state = registry.update(job.job_id,
+                                    lambda st: st.estimates.__setitem__("bank_entry", entry))
+        tick.act(job.job_id, "banked", entry=entry)
+
+
 def rebalance_once(registry: Registry, profile: Profile, policy: str, *, dry_run: bool = False,
-                   resize_wait_s: float = 60.0) -> Tick:
+                   resize_wait_s: float = 60.0, bank_dir: str | None = None) -> Tick:
     """One scheduling round. Safe to run again right after: it then changes nothing."""
     tick = Tick(now=time.time())
-    jobs = load_live_jobs(registry)
+    jobs = load_live_jobs(registry, include_terminal=bank_dir is not None)
     poll_attempts(jobs, profile)
     if not dry_run:
         for job in jobs:
             reconcile(registry, job, profile, tick)
         complete_resizes(registry, jobs, profile, tick, wait_s=0.0)
-        jobs = [j for j in jobs if not j.state.is_terminal]
+        if bank_dir is not None:
+            bank_finished(registry, jobs, bank_dir, tick)
+    jobs = [j for j in jobs if not j.state.is_terminal]
     tick.decisions = plan(jobs, profile, policy, tick.now)
     if dry_run:
         return tick

@@ -157,6 +157,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
     Prompt Bank entry, [virtual_tokens, hidden]) is used only when starting fresh; the latest
     checkpoint under root/checkpoints wins otherwise. Returns on every rank.
     """
+    session_started = time.time()  # with loop_started: the model-load share of a resize
     run = RunDir(root)
     t = spec.training
     stop_requested = _install_stop_handlers()
@@ -190,6 +191,8 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                                        scheduler, last)
         else:
             state = TrainState(init_prompt_id=init_prompt_id)
+        resumed_from = state.step
+        loop_started = time.time()  # model loaded, state restored: training can begin
 
         def evaluate() -> dict[str, float]:
             mine = task.eval[rank::world_size]
@@ -229,6 +232,8 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                 "steps_per_s": steps_per_s,
                 "samples_per_s": steps_per_s * t.global_batch_size if steps_per_s else None,
                 "time": datetime.now(timezone.utc).isoformat(), "updated": time.time(),
+                "resumed_from_step": resumed_from, "session_started": session_started,
+                "loop_started": loop_started,
                 "loss_curve": state.losses, "eval_curve": state.evals,
             })
             speed.reported = time.monotonic()
@@ -260,15 +265,22 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                               key=lambda ex: ex.length)
             micro = [examples[i:i + t.micro_batch_size]
                      for i in range(0, len(examples), t.micro_batch_size)]
-            prompt.grad = torch.zeros_like(prompt)
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            for part in micro[rank::world_size]:
+            # Each micro-batch's gradient lands in its own slot (zeros elsewhere), the slots
+            # are summed across ranks (x + 0 is exact) and then over micro-batches in one
+            # fixed order: the step is bit-identical whatever the world size.
+            grads = torch.zeros((len(micro), *prompt.shape), dtype=torch.float64)
+            losses_by_part = torch.zeros(len(micro), dtype=torch.float64)
+            for i in range(rank, len(micro), world_size):
+                prompt.grad = None
                 losses = example_losses(model, prompt.unsqueeze(0),
-                                        Batch.of(part, tokenizer.pad_token_id, device))
+                                        Batch.of(micro[i], tokenizer.pad_token_id, device))
                 (losses.sum() / t.global_batch_size).backward()
-                loss_sum += losses.detach().sum().double().cpu()
-            _all_reduce(prompt.grad, device)
-            _all_reduce(loss_sum, device)
+                grads[i] = prompt.grad.double().cpu()
+                losses_by_part[i] = losses.detach().sum().double().cpu()
+            _all_reduce(grads, device)
+            _all_reduce(losses_by_part, device)
+            prompt.grad = grads.sum(0).to(prompt.dtype).to(prompt.device)
+            loss_sum = losses_by_part.sum()
             optimizer.step()
             scheduler.step()
             state.step += 1
