@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ptctl.errors import BadInputError, CorruptFileError, NotFoundError
-from ptctl.fsutil import atomic_write_bytes, atomic_write_json, file_lock
+from ptctl.fsutil import atomic_write_bytes, file_lock
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -233,6 +234,12 @@ def _read_checked(root: Path, rel: str, sha: str) -> bytes:
     return data
 
 
+def _write_shared(path: Path, data: bytes) -> None:
+    """Atomic write, then world-readable: a bank on a shared filesystem serves every user."""
+    atomic_write_bytes(path, data)
+    os.chmod(path, 0o644)
+
+
 def _manifest_digest(manifest: dict[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
@@ -337,7 +344,7 @@ class Writer:
             if e.id in tensors:
                 if sha256_bytes(tensors[e.id]) != e.sha256:
                     raise ValueError(f"entry {e.id}: sha256 does not match its tensor bytes")
-                atomic_write_bytes(root / e.file, tensors[e.id])
+                _write_shared(root / e.file, tensors[e.id])
             elif old_files.get(e.file) != e.sha256:
                 raise ValueError(f"entry {e.id}: no tensor given and no stored file")
             files[e.file] = e.sha256
@@ -348,7 +355,7 @@ class Writer:
                                  "entries")
             rel = f"index/v{version}.{kind}.faiss"
             data = _index_bytes(mat, "ip" if kind == "task" else "l2")
-            atomic_write_bytes(root / rel, data)
+            _write_shared(root / rel, data)
             files[rel] = sha256_bytes(data)
             indexes[kind] = rel
         manifest = {
@@ -358,7 +365,8 @@ class Writer:
         }
         manifest.update(extra or {})
         manifest["manifest_sha256"] = _manifest_digest(manifest)
-        atomic_write_json(self.bank.manifest_path, manifest)
+        _write_shared(self.bank.manifest_path, (json.dumps(manifest, indent=2, sort_keys=True)
+                                                + "\n").encode("utf-8"))
         for rel in set(old_files) - set(files):
             (root / rel).unlink(missing_ok=True)
         self.current = self.bank._snapshot()
