@@ -111,7 +111,9 @@ class Profile:
     """How ptctl reaches a cluster: the executor, where to submit, what it may use.
 
     `executor` is `local` (submitit's local executor: processes on this machine) or `slurm`.
-    Resize costs (seconds) feed the planner's model of what a checkpoint-and-resubmit costs.
+    Resize costs (seconds) feed the planner's model of what a checkpoint-and-resubmit costs;
+    `resize_hold_s` and `reclaim_min_gain` are the prompttuner policy's hysteresis here (no
+    shrink within that long of a resize; a shrink must save that many times its cost).
     """
 
     name: str
@@ -132,6 +134,8 @@ class Profile:
     start_s: float = 10.0
     model_load_s: float = 5.0
     max_attempts: int = 3
+    resize_hold_s: float = 600.0
+    reclaim_min_gain: float = 2.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -155,7 +159,8 @@ class Profile:
         for name_, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name_}: got {getattr(self, name_)!r}, expected {expected}")
-        for name_ in ("checkpoint_s", "queue_wait_s", "start_s", "model_load_s"):
+        for name_ in ("checkpoint_s", "queue_wait_s", "start_s", "model_load_s",
+                      "resize_hold_s", "reclaim_min_gain"):
             value = getattr(self, name_)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name_}: got {value!r}, expected seconds >= 0")

@@ -25,15 +25,14 @@ from ptctl.errors import PtctlError
 from ptctl.jobs.registry import JobState, Registry, utcnow
 from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost
-from ptctl.planner.policies import Decision, JobView, decide
+from ptctl.planner.policies import (Decision, JobView, Policy, PromptTunerPolicy,
+                                   PromptTunerSettings, decide)
 from ptctl.planner.throughput import ThroughputCurve
 from ptctl.slurm import launcher
 
 # Before a job has reported its speed, plan with this many steps/s per GPU (a tiny model on a
 # CPU rank does ~50, SmolLM2 on a CPU rank ~0.4, on a GPU far more: progress replaces it fast).
 PRIOR_STEPS_PER_S = 0.5
-# Margin (standard deviations) added to the remaining-iterations estimate.
-SAFETY_Z = 1.0
 ENDED_ATTEMPT_STATES = ("COMPLETED", "FAILED", "STOPPED", "CANCELLED", "LOST")
 
 
@@ -139,11 +138,14 @@ def convergence(job: LiveJob) -> ConvergenceEstimate:
 
 
 def remaining_steps(job: LiveJob) -> tuple[float, float]:
-    """(remaining steps with the safety margin, their sd), never beyond max_steps."""
+    """(expected remaining steps, their sd), never beyond max_steps. The policy adds its own
+    safety margin from the sd."""
     est = convergence(job)
     done = float(job.progress.get("step", 0))
-    left = min(est.remaining(done, SAFETY_Z), job.spec["training"]["max_steps"] - done)
-    return max(0.0, left), est.sd_iterations
+    room = max(0.0, job.spec["training"]["max_steps"] - done)
+    left = min(est.remaining(done, 0.0), room)
+    # No margin can take a job past max_steps.
+    return left, min(est.sd_iterations, room - left)
 
 
 def throughput(job: LiveJob) -> ThroughputCurve:
@@ -208,7 +210,16 @@ def plan(jobs: list[LiveJob], profile: Profile, policy: str, now: float,
     views += list(extra)
     if not views:
         return []
-    return decide(policy, now, max(0, profile.gpu_budget - held), views, cluster_model(profile))
+    return decide(live_policy(policy, profile), now, max(0, profile.gpu_budget - held), views,
+                  cluster_model(profile))
+
+
+def live_policy(policy: str, profile: Profile) -> str | Policy:
+    """The named policy, with the profile's hysteresis where the policy has one."""
+    if policy != "prompttuner":
+        return policy
+    return PromptTunerPolicy(PromptTunerSettings(hold_s=profile.resize_hold_s,
+                                                 reclaim_min_gain=profile.reclaim_min_gain))
 
 
 # --- acting -----------------------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""Faults on the real local Slurm cluster: each job still finishes, resumes from its last
+checkpoint (no progress lost beyond it), and never has two Slurm jobs running at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from test_cli_jobs import tiny_spec
+from test_slurm_jobs import SLURM
+from test_slurm_local import PIDFILE, SCRIPTS, _unavailable, local_cluster  # noqa: F401
+
+pytestmark = pytest.mark.slurm
+
+# Long enough (about a minute on one CPU rank, ~10 steps/s) that a fault lands mid-run.
+TRAINING = {"global_batch_size": 32, "micro_batch_size": 4, "learning_rate": 0.3,
+            "max_steps": 800, "eval_every": 400, "checkpoint_every": 100}
+
+
+class Watch:
+    """Polls a job through `ptctl status` and the Slurm queue, checking that at most one Slurm
+    job of it is pending or running at any time."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self.max_live = 0
+
+    def live_slurm_jobs(self) -> list[str]:
+        out = subprocess.run(["squeue", "--noheader", "--format=%i %j"], capture_output=True,
+                             text=True, timeout=30).stdout
+        return [line.split()[0] for line in out.splitlines()
+                if line.split()[-1].startswith(f"ptctl-{self.job_id}-")]
+
+    def status(self) -> dict:
+        live = self.live_slurm_jobs()
+        self.max_live = max(self.max_live, len(live))
+        result = run_cli("status", self.job_id, "--json", env=SLURM)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)[0]
+
+    def until(self, check, timeout: float = 240, rebalance: bool = False) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            if rebalance:
+                result = run_cli("rebalance", "--quiet", "--wait-s", "5", env=SLURM)
+                assert result.returncode in (0, 75), result.stderr
+            status = self.status()
+            if check(status):
+                return status
+            assert time.monotonic() < deadline, f"{self.job_id}: timed out in {status}"
+            time.sleep(1)
+
+
+def submit(tmp_path: Path, name: str) -> Watch:
+    spec = tiny_spec(tmp_path, name=name, training=TRAINING, gpus={"min": 1, "max": 2},
+                     deadline="2h")
+    result = run_cli("submit", str(spec), "--json", env=SLURM)
+    assert result.returncode == 0, result.stderr
+    return Watch(json.loads(result.stdout)["job_id"])
+
+
+def checkpoints(job_id: str) -> list[int]:
+    folder = Path(os.environ["PTCTL_HOME"]) / "jobs" / job_id / "checkpoints"
+    return sorted(int(p.name.split("_")[1]) for p in folder.glob("step_*"))
+
+
+def assert_finished_without_loss(watch: Watch, status: dict, resumed_at_least: int) -> None:
+    assert status["phase"] == "finished", status
+    assert status["step"] == TRAINING["max_steps"]
+    meta = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id / "result" /
+                       "ptctl_meta.json").read_text())
+    steps = [int(s) for s, _ in meta["loss_curve"]]
+    assert steps == list(range(1, TRAINING["max_steps"] + 1)), "steps lost or repeated"
+    assert meta["samples"] == TRAINING["max_steps"] * TRAINING["global_batch_size"]
+    progress = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id /
+                           "progress.json").read_text())
+    assert progress["resumed_from_step"] >= resumed_at_least
+    assert watch.max_live <= 1, "two Slurm jobs of one ptctl job were live at once"
+
+
+def past_a_checkpoint(status: dict) -> bool:
+    return status["step"] >= 2 * TRAINING["checkpoint_every"] and status["phase"] == "running"
+
+
+def test_scancel_of_the_running_job(tmp_path: Path):
+    watch = submit(tmp_path, "scancel")
+    status = watch.until(past_a_checkpoint)
+    first = status["attempts"][0]["slurm_job_id"]
+    saved = max(checkpoints(watch.job_id))
+    subprocess.run(["scancel", first], check=True, timeout=30)
+    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
+    assert len(status["attempts"]) >= 2 and status["attempts"][0]["state"] in (
+        "CANCELLED", "FAILED", "LOST")
+    assert_finished_without_loss(watch, status, saved)
+
+
+def test_scontrol_requeue(tmp_path: Path):
+    watch = submit(tmp_path, "requeue")
+    status = watch.until(past_a_checkpoint)
+    slurm_id = status["attempts"][0]["slurm_job_id"]
+    saved = max(checkpoints(watch.job_id))
+    subprocess.run(["scontrol", "requeue", slurm_id], check=True, timeout=30)
+    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
+    # The same Slurm job ran again: Slurm's requeue, not a resubmission.
+    assert [a["slurm_job_id"] for a in status["attempts"]] == [slurm_id]
+    assert_finished_without_loss(watch, status, saved)
+
+
+def test_slurmctld_restarted_mid_run(tmp_path: Path):
+    if os.geteuid() != 0 or not PIDFILE.exists():
+        _unavailable("stopping slurmctld needs root and a cluster started by start.sh")
+    watch = submit(tmp_path, "ctldrestart")
+    watch.until(past_a_checkpoint)
+    subprocess.run(["scontrol", "shutdown", "slurmctld"], timeout=30, check=True)
+    try:
+        deadline = time.monotonic() + 20
+        while PIDFILE.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        down = run_cli("rebalance", env=SLURM)
+        state_during = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id /
+                                   "state.json").read_text())
+    finally:
+        restart = subprocess.run([str(SCRIPTS / "start.sh")], capture_output=True, text=True,
+                                 timeout=120)
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    assert down.returncode == 75 and "Slurm unreachable" in down.stderr
+    assert state_during["phase"] == "running" and len(state_during["attempts"]) == 1
+    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
+    assert len(status["attempts"]) == 1, "the job kept running through the restart"
+    assert_finished_without_loss(watch, status, 0)
+
+
+def test_rebalance_killed_mid_resize(tmp_path: Path):
+    watch = submit(tmp_path, "killresize")
+    status = watch.until(past_a_checkpoint)
+    saved = max(checkpoints(watch.job_id))
+    state_file = Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id / "state.json"
+    resize = subprocess.Popen([sys.executable, "-m", "ptctl", "resize", watch.job_id,
+                               "--gpus", "2"], env={**os.environ, **SLURM})
+    deadline = time.monotonic() + 60
+    while json.loads(state_file.read_text()).get("pending_resize") is None:
+        assert time.monotonic() < deadline, "resize never recorded"
+        time.sleep(0.05)
+    resize.send_signal(signal.SIGKILL)  # after the intent is recorded, before the relaunch
+    resize.wait(timeout=30)
+    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
+    assert [a["gpus"] for a in status["attempts"]][:2] == [1, 2]
+    assert_finished_without_loss(watch, status, saved)

@@ -1,0 +1,63 @@
+"""Checkpoint-and-resubmit on the real local Slurm cluster: a job resized 1 -> 2 -> 1 GPUs
+ends with the same prompt as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import run_cli
+from test_cli_jobs import tiny_spec
+from test_slurm_jobs import SLURM, rebalance_until
+from test_slurm_local import local_cluster  # noqa: F401
+
+pytestmark = pytest.mark.slurm
+
+TRAINING = {"global_batch_size": 8, "micro_batch_size": 2, "learning_rate": 0.3,
+            "max_steps": 400, "eval_every": 200, "checkpoint_every": 100}
+
+
+def wait_step_beyond(job_id: str, step: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = json.loads(run_cli("status", job_id, "--json", env=SLURM).stdout)[0]
+        if status["step"] > step or status["phase"] in ("finished", "failed"):
+            return status
+        assert time.monotonic() < deadline, f"{job_id} stuck at step {status['step']}"
+        time.sleep(1)
+
+
+def test_resize_grow_and_shrink_keeps_the_result(tmp_path: Path):
+    spec = tiny_spec(tmp_path, name="elastic", training=TRAINING, gpus={"min": 1, "max": 4})
+    # One thread, as each Slurm task has (cpus_per_gpu: 1): same kernels, same float sums.
+    reference = run_cli("run", str(spec), "--dir", str(tmp_path / "reference"), "--gpus", "1",
+                        "--json", env={"OMP_NUM_THREADS": "1"}, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+
+    submitted = json.loads(run_cli("submit", str(spec), "--json", env=SLURM).stdout)
+    job_id = submitted["job_id"]
+    assert submitted["launched_gpus"] == 1
+    status = wait_step_beyond(job_id, 0)
+    for gpus in (2, 1):
+        before = status["step"]
+        resized = run_cli("resize", job_id, "--gpus", str(gpus), "--json", env=SLURM)
+        assert resized.returncode == 0, resized.stderr
+        assert json.loads(resized.stdout)["gpus"] == gpus
+        status = wait_step_beyond(job_id, before)
+    status = rebalance_until(job_id, {"finished", "failed"})
+    assert status["phase"] == "finished", status
+    attempts = status["attempts"]
+    assert [a["gpus"] for a in attempts] == [1, 2, 1]
+    assert len({a["slurm_job_id"] for a in attempts}) == 3
+    assert [a["state"] for a in attempts[:2]] == ["STOPPED", "STOPPED"]
+
+    home = tmp_path / "ptctl-home" / "jobs" / job_id
+    ours = load_file(home / "result" / "adapter_model.safetensors")
+    theirs = load_file(tmp_path / "reference" / "result" / "adapter_model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert (ours[key] - theirs[key]).abs().max().item() <= 1e-5
