@@ -129,6 +129,23 @@ def test_elasticflow_declines_what_it_cannot_guarantee_and_fills_leftover():
     assert decisions[1].memory == {"ef_admitted": False}
 
 
+def test_prompttuner_commits_only_what_keeps_committed_jobs_on_time():
+    """No declines: a burst job that would make a committed job miss is served after the committed
+    ones (and re-tested later); one that fits alongside them is committed at once."""
+    cluster = ClusterModel(8, slot_s=60, resize_cost=ResizeCost(0, 0, 0, 0))
+    held = view("a", remaining=800, deadline=100, gpus=8, memory={"pt_committed": True})
+    burst = view("b", remaining=400, deadline=100)
+    later = view("c", remaining=400, deadline=1000)
+    decisions = decide("prompttuner", 0.0, 8, [held, burst, later], cluster)
+    assert [d.memory.get("pt_committed") for d in decisions] == [True, False, True]
+    assert [d.gpus for d in decisions] == [8, 0, 0]  # the committed job keeps what it needs
+    assert all(d.action != "decline" for d in decisions)
+    # Once the committed job is done the burst job is re-tested and committed.
+    decisions = decide("prompttuner", 100.0, 8, [view("b", remaining=400, deadline=1000,
+                                                      memory={"pt_committed": False})], cluster)
+    assert decisions[0].memory["pt_committed"] is True and decisions[0].gpus > 0
+
+
 def test_histogram_keepalive():
     assert histogram_keepalive_s([]) == 0.0
     assert histogram_keepalive_s([10.0] * 99 + [1e9]) < 4 * 3600 + 1

@@ -663,6 +663,7 @@ class PromptTunerSettings:
     reclaim_min_gain: float = 2.0    # reclaim only if GPU-seconds saved > gain * resize GPU-seconds
     risk_slack_fraction: float = 0.1  # at risk: slack < this fraction of the time to finish
     spare_efficiency: float = 0.0    # also give spare GPUs to jobs scaling at least this well
+    commit: bool = True              # guarantee test on arrival (no declines): see PromptTunerPolicy
 
 
 class PromptTunerPolicy(Policy):
@@ -677,6 +678,13 @@ class PromptTunerPolicy(Policy):
     4. Spare GPUs go only to jobs at risk (slack below a fraction of their time to finish).
     5. A job that cannot make its deadline is run best-effort on what is left, at its fastest
        count, to minimise lateness, and reported as "infeasible" - never dropped.
+    6. Commitment (no admission control, nothing is declined): when a job is first seen, the
+       committed jobs plus it are planned in deadline order on the cluster's free-GPU timeline
+       (the same minimum-share planner as `elasticflow`, with the per-round overhead added to the
+       work); if every plan still meets its deadline the job is committed (`pt_committed` in its
+       memory), otherwise it is served only after every committed job, so a burst of arrivals
+       cannot make jobs that were guaranteed miss. An uncommitted job is re-tested each round
+       and committed as soon as it fits.
     Prompt Bank starts and the warm pool make starts cheaper (the simulator models both).
     """
 
@@ -705,9 +713,12 @@ class PromptTunerPolicy(Policy):
                           + remaining / job.rate(need))
                 plans.append((job, need, job.deadline_s - finish, remaining, True))
 
+        committed = self._commitments(now_s, gpu_budget, jobs, cluster, plans) if s.commit else {}
         free = gpu_budget
         target: dict[str, int] = {}
-        feasible = sorted((p for p in plans if p[4]), key=lambda p: (p[2], p[0].deadline_s, p[0].job_id))
+        feasible = sorted((p for p in plans if p[4]),
+                          key=lambda p: (not committed.get(p[0].job_id, True), p[2],
+                                         p[0].deadline_s, p[0].job_id))
         for job, need, _, _, _ in feasible:
             if need <= free:
                 target[job.job_id] = need
@@ -738,11 +749,79 @@ class PromptTunerPolicy(Policy):
             finish = None
             if g:
                 finish = now_s + cluster.transition_s(job.gpus, g, job.warm) + remaining / job.rate(g)
-            update = {"last_resize_s": now_s} if g != job.gpus else None
+            update = {"last_resize_s": now_s} if g != job.gpus else {}
+            if job.job_id in committed and committed[job.job_id] != job.memory.get("pt_committed"):
+                update["pt_committed"] = committed[job.job_id]
             reason = ("least-slack minimal share" if feasible_job else "cannot meet deadline: best effort")
             out.append(_decision(job, g, reason, finish, infeasible=not feasible_job,
                                  memory_update=update))
         return out
+
+    def _commitments(self, now_s: float, gpu_budget: int, jobs: list[JobView],
+                     cluster: ClusterModel, plans: list) -> dict[str, bool]:
+        """job id -> committed. Jobs committed earlier stay committed; each new (or not yet
+        committed) job is committed if the committed jobs plus it can all still be planned to
+        meet their deadlines, tested one at a time in deadline order."""
+        if gpu_budget <= 0:
+            return {j.job_id: bool(j.memory.get("pt_committed")) for j in jobs}
+        per_round = cluster.transition_s(1, 1) / cluster.slot_s  # lost each round, as a fraction
+        ef: dict[str, _EfJob] = {}
+        for job, _, _, remaining, _ in plans:
+            levels = list(job.allowed_gpus)
+            work = remaining * (1.0 + per_round)
+            if job.gpus == 0:  # a first start costs its transition once
+                work += cluster.transition_s(0, levels[0], job.warm) * job.rate(levels[0])
+            view = JobView(job.job_id, job.model, job.global_batch, job.arrival_s, job.deadline_s,
+                           "queued", 0, job.min_gpus, job.max_gpus, job.allowed_gpus, work,
+                           job.throughput)
+            ef[job.job_id] = _EfJob(view, levels, {g: job.rate(g) for g in levels}, levels[-1])
+        done = {j.job_id: True for j in jobs if j.memory.get("pt_committed")}
+        base = [ef[i] for i in done]
+        pending = sorted((j for j in jobs if j.job_id not in done),
+                         key=lambda j: (j.deadline_s, j.arrival_s, j.job_id))
+        if not pending:
+            return done
+        slot = cluster.slot_s
+
+        def failing(group: list[_EfJob], stop: set[str] | None = None) -> set[str] | None:
+            """Ids whose plans miss (None as soon as one in `stop` misses)."""
+            steps = _Steps.empty(now_s, gpu_budget)
+            missed = set()
+            for e in sorted(group, key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id)):
+                plan = _min_share(e, now_s, slot, gpu_budget, steps)
+                steps = plan.steps
+                if not plan.ok:
+                    if stop is not None and e.view.job_id in stop:
+                        return None
+                    missed.add(e.view.job_id)
+            return missed
+
+        late = failing(base) or set()  # committed jobs already behind do not block new ones
+        # One pass in deadline order: a candidate is kept if its own plan meets its deadline...
+        steps = _Steps.empty(now_s, gpu_budget)
+        accepted = []
+        for e in sorted(base + [ef[j.job_id] for j in pending],
+                        key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id)):
+            plan = _min_share(e, now_s, slot, gpu_budget, steps)
+            if e.view.job_id in done:
+                steps = plan.steps
+            elif plan.ok:
+                steps = plan.steps
+                accepted.append(e)
+        # ... and the kept ones together must not make a committed job miss; if they do, test
+        # them one at a time (rare).
+        group = base + accepted
+        if failing(group, stop={e.view.job_id for e in group} - late) is None:
+            for e in accepted:
+                trial = base + [e]
+                if failing(trial, stop={x.view.job_id for x in trial} - late) is not None:
+                    base = trial
+            accepted = base[len(done):]
+        for job in pending:
+            done[job.job_id] = False
+        for e in accepted:
+            done[e.view.job_id] = True
+        return done
 
     def _reclaim(self, job: JobView, need: int, remaining: float, now_s: float,
                  cluster: ClusterModel) -> int:
