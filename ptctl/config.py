@@ -136,6 +136,7 @@ class Profile:
     max_attempts: int = 3
     resize_hold_s: float = 600.0
     reclaim_min_gain: float = 2.0
+    ref: str = ""  # how it was named (a name or a YAML path): jobs record it to reload it
 
     def __post_init__(self) -> None:
         checks = [
@@ -199,6 +200,7 @@ def load_profile(cfg: Config, name_or_path: str | None = None) -> Profile:
     if path.suffix in (".yaml", ".yml") and path.is_file():
         data, origin = _read_yaml(path, "cluster profile"), str(path)
         name = data.pop("name", path.stem)
+        ref = str(path.resolve())
     else:
         candidate = Path(cfg.profiles_dir) / f"{ref}.yaml"
         if candidate.is_file():
@@ -209,12 +211,12 @@ def load_profile(cfg: Config, name_or_path: str | None = None) -> Profile:
         else:
             raise NotFoundError(f"profile {ref!r}: not found (known: "
                                 f"{', '.join(list_profiles(cfg))})")
-    known = {f.name for f in dataclasses.fields(Profile)}
+    known = {f.name for f in dataclasses.fields(Profile)} - {"ref"}
     for key in data:
         if key not in known:
             raise BadInputError(f"{origin}: {key}: unknown profile key (expected one of: "
                                 f"{', '.join(sorted(known - {'name'}))})")
     try:
-        return Profile(name=name, **data)
+        return Profile(name=name, ref=ref, **data)
     except ValueError as exc:
         raise BadInputError(f"{origin}: {exc}") from None

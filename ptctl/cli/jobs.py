@@ -18,7 +18,8 @@ from ptctl.errors import BadInputError, NotFoundError, PtctlError
 from ptctl.jobs.registry import JobState, Registry, utcnow
 from ptctl.jobs.spec import JobSpec, load_spec, resolved_spec_dict
 
-ProfileOpt = Annotated[str, typer.Option("--profile", help="Cluster profile name or YAML path.")]
+ProfileOpt = Annotated[str, typer.Option("--profile",
+                                          help="Cluster profile name or YAML path.")]
 
 
 def _registry(cfg: Config) -> Registry:
@@ -108,7 +109,7 @@ def submit(
         return
     files = {"init_prompt.safetensors": choice["prompt_bytes"]} if choice else None
     state = registry.create(
-        spec.name, spec_dict, files=files, deadline=spec_dict["deadline"], profile=prof.name,
+        spec.name, spec_dict, files=files, deadline=spec_dict["deadline"], profile=prof.ref,
         best_effort=best_effort, init_prompt_id=plan["init_prompt_id"],
         estimates={"predicted_steps": predicted, "planned_gpus": decision.gpus})
     held = sum(j.state.gpus for j in jobs if j.state.phase in ("pending", "running", "resizing"))

@@ -90,9 +90,11 @@ class TuningTask:
             registry.update(self.job_id, lambda st: _mark_finished(st, slurm_id, outcome))
             return summary
         pending = registry.load(self.job_id).pending_resize
-        if pending is None and os.environ.get("SLURM_JOB_ID") == slurm_id:
-            # Time limit or preemption: the same attempt goes back to the queue at the same size
-            # and resumes from the checkpoint just saved.
+        if pending is None and outcome.signal_name == "SIGUSR2" and \
+                os.environ.get("SLURM_JOB_ID") == slurm_id:
+            # Slurm's warning before the time limit (or a preemption notice): the same attempt
+            # goes back to the queue at the same size and resumes from this checkpoint. A SIGTERM
+            # (scancel, node shutdown) only checkpoints: rebalance decides what comes next.
             registry.update(self.job_id, lambda st: _mark_requeued(st, slurm_id, outcome.reason))
             subprocess.run(["scontrol", "requeue", slurm_id], check=False, timeout=30)
         else:

@@ -97,7 +97,7 @@ def launch(registry: Registry, job_id: str, gpus: int, profile: Profile) -> Slur
         st.gpus = gpus
         st.phase = "pending"
         st.pending_resize = None
-        st.profile = profile.name
+        st.profile = profile.ref or profile.name
 
     registry.update(job_id, record)
     return attempt

@@ -33,7 +33,11 @@ from ptctl.slurm import launcher
 # Before a job has reported its speed, plan with this many steps/s per GPU (a tiny model on a
 # CPU rank does ~50, SmolLM2 on a CPU rank ~0.4, on a GPU far more: progress replaces it fast).
 PRIOR_STEPS_PER_S = 0.5
-ENDED_ATTEMPT_STATES = ("COMPLETED", "FAILED", "STOPPED", "CANCELLED", "LOST")
+# Attempt states in the registry. STOPPED and FAILED say the tasks exited, not that the Slurm
+# job is gone: Slurm may requeue it (scontrol requeue, preemption), so Slurm is asked. Only the
+# final states are taken as the registry says.
+FINAL_ATTEMPT_STATES = ("COMPLETED", "CANCELLED", "LOST")
+ENDED_ATTEMPT_STATES = FINAL_ATTEMPT_STATES + ("STOPPED", "FAILED")
 
 
 def epoch(iso: str) -> float:
@@ -57,7 +61,7 @@ class LiveJob:
     def attempt_alive(self) -> bool:
         """The current attempt is pending or running (in Slurm or as a local process)."""
         attempt = self.state.current_attempt
-        if attempt is None or attempt.state in ENDED_ATTEMPT_STATES:
+        if attempt is None or attempt.state in FINAL_ATTEMPT_STATES:
             return False
         return self.slurm is not None and not self.slurm.finished
 
@@ -89,7 +93,7 @@ def load_live_jobs(registry: Registry, include_terminal: bool = False) -> list[L
 def poll_attempts(jobs: list[LiveJob], profile: Profile) -> None:
     """Fill in each job's current attempt state: ONE squeue call for all of them."""
     current = [j for j in jobs if j.state.current_attempt is not None
-               and j.state.current_attempt.state not in ENDED_ATTEMPT_STATES]
+               and j.state.current_attempt.state not in FINAL_ATTEMPT_STATES]
     if not current:
         return
     if profile.executor == "slurm":

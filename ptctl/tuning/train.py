@@ -59,6 +59,7 @@ class TrainOutcome:
     metrics: dict[str, float] | None
     checkpoint: Path | None
     result: Path | None = None
+    signal_name: str | None = None  # "SIGUSR2" or "SIGTERM" when reason is "signal" here
 
     def __post_init__(self) -> None:
         if self.status not in ("finished", "stopped"):
@@ -258,7 +259,8 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                 checkpoint = save()
                 progress("stopped", reason)
                 return TrainOutcome("stopped", reason, state.step, state.samples, state.metrics(),
-                                    checkpoint or latest_checkpoint(run.checkpoints))
+                                    checkpoint or latest_checkpoint(run.checkpoints),
+                                    signal_name=stop_requested.signal_name)
 
             started = time.monotonic()
             examples = sorted((task.train[i] for i in order.step(state.step)),
@@ -348,6 +350,11 @@ class _Speed:
 
 class _StopFlag(threading.Event):
     previous: dict[int, Any]
+    signal_name: str | None = None  # the first stop signal received
+
+    def receive(self, signum: int, _frame=None) -> None:
+        self.signal_name = self.signal_name or signal.Signals(signum).name
+        self.set()
 
 
 def _install_stop_handlers() -> _StopFlag:
@@ -356,7 +363,7 @@ def _install_stop_handlers() -> _StopFlag:
     flag.previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:
-            flag.previous[sig] = signal.signal(sig, lambda *_: flag.set())
+            flag.previous[sig] = signal.signal(sig, flag.receive)
     return flag
 
 
