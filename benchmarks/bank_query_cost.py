@@ -1,0 +1,127 @@
+"""Query cost of the two-layer search: seconds and LM-scored candidates vs bank size.
+
+    python benchmarks/bank_query_cost.py --sizes 100,1000,10000
+
+Banks larger than the seed bank are made of perturbed copies of its real SmolLM2 prompts
+(prompt + 2% Gaussian noise; their features perturbed the same way): for timing only, since
+their tensors are not tuned prompts. Each is written through the normal publish path
+(Writer.publish + faiss k-means clustering) into a temp folder, then queried with one held-out
+task spec, the model loaded once (its load time is reported apart: a warm pool has it).
+"search s" is QueryResult.seconds (task samples, pre-filter, LM scoring); "open s" reads the
+manifest and the faiss indexes under the shared lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def synthetic_bank(seed_bank, root: Path, n: int, rng) -> float:
+    """Publish an n-entry bank of perturbed copies of `seed_bank`'s entries; build seconds."""
+    import dataclasses
+
+    import torch
+
+    from ptctl.bank.cluster import cluster
+    from ptctl.bank.store import Bank, encode_prompt, sha256_bytes
+
+    snap = seed_bank.snapshot()
+    bases = [(e, snap.prompt(e)) for e in snap.entries]
+    started = time.perf_counter()
+    entries, tensors = [], {}
+    feats = {k: [] for k in snap.features}
+    for i in range(n):
+        j = i % len(bases)
+        entry, tensor = bases[j]
+        noisy = tensor + 0.02 * tensor.std() * torch.from_numpy(
+            rng.standard_normal(tensor.shape).astype(np.float32))
+        data = encode_prompt(noisy)
+        eid = f"{entry.id}-copy{i}"
+        entries.append(dataclasses.replace(entry, id=eid, sha256=sha256_bytes(data)))
+        tensors[eid] = data
+        for kind, mat in snap.features.items():
+            row = mat[j] + 0.02 * mat[j].std() * rng.standard_normal(mat.shape[1])
+            if kind == "task":
+                row = row / np.linalg.norm(row)
+            feats[kind].append(row.astype(np.float32))
+    feats = {k: np.stack(v) for k, v in feats.items()}
+    kind = (snap.manifest.get("selection") or {}).get("chosen", "behaviour")
+    bank = Bank(root)
+    with bank.writing() as writer:
+        writer.publish(snap.manifest["model"], entries, tensors, feats,
+                       cluster([e.id for e in entries], feats[kind], kind),
+                       {"probe_version": snap.manifest.get("probe_version"),
+                        "selection": snap.manifest.get("selection")})
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
+                                                  "bank_data"))
+    parser.add_argument("--task", default="tweets-great-vs-awful")
+    args = parser.parse_args()
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bank_convergence import make_spec
+
+    from ptctl.bank.features import TaskEncoder
+    from ptctl.bank.query import run_query
+    from ptctl.bank.store import Bank
+    from ptctl.tuning.models import load_base_model
+
+    seed = Bank.for_model(args.bank_dir, "smollm2-135m")
+    spec = make_spec(args.task, "bank", 0, 10)
+    t0 = time.perf_counter()
+    model, tokenizer = load_base_model(spec.model)
+    TaskEncoder.shared()
+    load_s = time.perf_counter() - t0
+    with torch.inference_mode():  # one-off kernel set-up, paid once by any process
+        model(torch.zeros((4, 32), dtype=torch.long))
+    print(f"model + encoder load: {load_s:.1f} s; torch threads {torch.get_num_threads()}")
+    print("| entries | clusters | mode | LM-scored candidates | sqrt(N) | search s | open s "
+          "| build s |")
+    print("|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    results = []
+    sizes = ["seed"] + [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bankcost-") as tmp:
+        for size in sizes:
+            build_s = 0.0
+            bank = seed
+            if size != "seed":
+                bank = Bank(Path(tmp) / f"n{size}")
+                build_s = synthetic_bank(seed, bank.root, size, rng)
+            t0 = time.perf_counter()
+            snap = bank.snapshot()
+            open_s = time.perf_counter() - t0
+            modes = [False, True] if size == "seed" else [False]
+            for exhaustive in modes:
+                with torch.inference_mode():
+                    r = run_query(snap, spec, model, tokenizer, exhaustive=exhaustive)
+                n = len(snap.entries)
+                row = {"entries": n, "clusters": len(snap.clusters.medoids),
+                       "exhaustive": exhaustive, "candidates_scored": r.candidates_scored,
+                       "seconds": round(r.seconds, 2), "open_seconds": round(open_s, 2),
+                       "build_seconds": round(build_s, 1),
+                       "prompt_id": r.prompt_id, "score": round(r.score, 4)}
+                results.append(row)
+                print(f"| {n} | {row['clusters']} | {'exhaustive' if exhaustive else 'two-layer'}"
+                      f" | {r.candidates_scored} | {math.sqrt(n):.1f} | {r.seconds:.2f} | "
+                      f"{open_s:.2f} | {build_s:.1f} |", flush=True)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
