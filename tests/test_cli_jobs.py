@@ -146,3 +146,10 @@ def test_finished_job_feeds_the_bank_once(tmp_path: Path):
     assert state["phase"] == "finished"
     again = json.loads(run_cli("rebalance", "--json", env=env).stdout)
     assert again["actions"] == []
+    # A new job with `init: bank` now starts from that entry, in `ptctl run` too.
+    again_spec = tiny_spec(tmp_path, name="tiny2", prompt={"virtual_tokens": 4, "init": "bank"})
+    run = run_cli("run", str(again_spec), "--dir", str(tmp_path / "run2"), env=env)
+    assert run.returncode == 0, run.stderr
+    assert f"starting from Prompt Bank entry {job_id}" in run.stderr
+    meta = json.loads((tmp_path / "run2" / "result" / "ptctl_meta.json").read_text())
+    assert meta["init_prompt_id"] == job_id

@@ -16,7 +16,7 @@ import pytest
 from conftest import run_cli
 from test_cli_jobs import tiny_spec
 from test_slurm_jobs import SLURM
-from test_slurm_local import PIDFILE, SCRIPTS, _unavailable, local_cluster  # noqa: F401
+from test_slurm_local import local_cluster, slurmctld_down  # noqa: F401
 
 pytestmark = pytest.mark.slurm
 
@@ -97,8 +97,9 @@ def test_scancel_of_the_running_job(tmp_path: Path):
     saved = max(checkpoints(watch.job_id))
     subprocess.run(["scancel", first], check=True, timeout=30)
     status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
+    # scancel's SIGTERM reaches the tasks: they checkpoint (STOPPED) unless killed first.
     assert len(status["attempts"]) >= 2 and status["attempts"][0]["state"] in (
-        "CANCELLED", "FAILED", "LOST")
+        "STOPPED", "CANCELLED", "FAILED", "LOST")
     assert_finished_without_loss(watch, status, saved)
 
 
@@ -115,22 +116,12 @@ def test_scontrol_requeue(tmp_path: Path):
 
 
 def test_slurmctld_restarted_mid_run(tmp_path: Path):
-    if os.geteuid() != 0 or not PIDFILE.exists():
-        _unavailable("stopping slurmctld needs root and a cluster started by start.sh")
     watch = submit(tmp_path, "ctldrestart")
     watch.until(past_a_checkpoint)
-    subprocess.run(["scontrol", "shutdown", "slurmctld"], timeout=30, check=True)
-    try:
-        deadline = time.monotonic() + 20
-        while PIDFILE.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with slurmctld_down():
         down = run_cli("rebalance", env=SLURM)
         state_during = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id /
                                    "state.json").read_text())
-    finally:
-        restart = subprocess.run([str(SCRIPTS / "start.sh")], capture_output=True, text=True,
-                                 timeout=120)
-    assert restart.returncode == 0, restart.stdout + restart.stderr
     assert down.returncode == 75 and "Slurm unreachable" in down.stderr
     assert state_during["phase"] == "running" and len(state_during["attempts"]) == 1
     status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)

@@ -6,6 +6,7 @@ which turns the skip into a failure. The test that stops slurmctld runs last.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -41,6 +42,23 @@ def local_cluster():
     info = cluster.partition_info("debug")
     if info.gpus_per_node < 2:
         _unavailable(f"partition debug has {info.gpus_per_node} GPUs per node; need 2")
+
+
+@contextlib.contextmanager
+def slurmctld_down():
+    """slurmctld stopped for the body, then started again with start.sh (needs root)."""
+    if os.geteuid() != 0 or not PIDFILE.exists():
+        _unavailable("stopping slurmctld needs root and a cluster started by start.sh")
+    subprocess.run(["scontrol", "shutdown", "slurmctld"], timeout=30, check=True)
+    try:
+        deadline = time.monotonic() + 20
+        while PIDFILE.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)  # slurmctld removes its pid file on exit
+        yield
+    finally:
+        restart = subprocess.run([str(SCRIPTS / "start.sh")], capture_output=True, text=True,
+                                 timeout=120)
+        assert restart.returncode == 0, restart.stdout + restart.stderr
 
 
 def _sbatch(*args: str) -> str:
@@ -132,23 +150,13 @@ def test_partition_info():
 
 def test_unreachable_while_slurmctld_down():
     """Last in the file: it stops slurmctld and starts it again with start.sh."""
-    if os.geteuid() != 0 or not PIDFILE.exists():
-        _unavailable("stopping slurmctld needs root and a cluster started by start.sh")
-    subprocess.run(["scontrol", "shutdown", "slurmctld"], timeout=30, check=True)
-    try:
-        deadline = time.monotonic() + 20
-        while PIDFILE.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)  # slurmctld removes its pid file on exit
+    with slurmctld_down():
         t0 = time.monotonic()
         with pytest.raises(SlurmUnreachableError) as ping_error:
             cluster.ping()
         with pytest.raises(SlurmUnreachableError) as queue_error:
             cluster.queue_state(["1", "2"])
         elapsed = time.monotonic() - t0
-    finally:
-        restart = subprocess.run([str(SCRIPTS / "start.sh")], capture_output=True, text=True,
-                                 timeout=120)
-    assert restart.returncode == 0, restart.stdout + restart.stderr
     cluster.ping()
     for error in (ping_error.value, queue_error.value):
         assert error.exit_code == EXIT_SLURM_UNREACHABLE and "\n" not in str(error)

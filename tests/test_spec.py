@@ -169,3 +169,12 @@ def test_durations_and_iso_deadlines():
     when = parse_deadline("2030-01-02T03:04:05+00:00")
     assert when == datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     assert parse_deadline("2030-01-02T03:04:05").tzinfo is not None
+
+
+def test_hugging_face_ids(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert spec_from_dict(with_value("model", "HuggingFaceTB/SmolLM2-135M")).model
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: only what the local cache holds
+    with pytest.raises(BadInputError, match=r"model: got 'HuggingFaceTB/SmolLM2-135M'"):
+        spec_from_dict(with_value("model", "HuggingFaceTB/SmolLM2-135M"))

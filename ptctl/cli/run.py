@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 import yaml
 
+from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
 from ptctl.errors import BadInputError
 from ptctl.fsutil import atomic_write_text
@@ -54,8 +55,21 @@ def run(
 
     from ptctl.tuning.launch import launch  # torch and transformers load only here
 
+    init_prompt = init_prompt_id = None
+    if spec.prompt.init == "bank" and not any(run_dir.checkpoints.glob("step_*")):
+        from safetensors.torch import load as load_tensors
+
+        from ptctl.bank.query import choose_initial_prompt
+
+        choice = choose_initial_prompt(common.config(), spec, out)
+        if choice is not None:
+            init_prompt = load_tensors(choice["prompt_bytes"])["prompt"]
+            init_prompt_id = choice["prompt_id"]
+            out.info(f"ptctl: starting from Prompt Bank entry {init_prompt_id} (predicted "
+                     f"{choice['predicted_steps']} steps)")
     out.info(f"ptctl: running {spec.name} with {world} rank(s) in {run_dir.root}")
-    outcome = launch(spec, run_dir.root, world)
+    outcome = launch(spec, run_dir.root, world, init_prompt=init_prompt,
+                     init_prompt_id=init_prompt_id)
     data = {"job": spec.name, "dir": str(run_dir.root), "status": outcome.status,
             "reason": outcome.reason, "step": outcome.step, "samples": outcome.samples,
             "metrics": outcome.metrics,

@@ -7,6 +7,7 @@ silently (unknown keys are errors too). Validation needs no torch and touches no
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -235,7 +236,7 @@ class JobSpec:
                  "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         _require(model_reference_ok(self.model), "model", self.model,
                  f"a built-in model ({', '.join(BUILTIN_MODELS)}), a local Hugging Face folder "
-                 "with config.json, or a .gguf file")
+                 "with config.json, a .gguf file, or a Hugging Face id (org/name)")
         try:
             parse_deadline(self.deadline)
         except ValueError as exc:
@@ -253,7 +254,13 @@ class JobSpec:
         return data
 
 
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 def model_reference_ok(model: str) -> bool:
+    """A built-in name, a .gguf file, a folder with config.json, or a Hugging Face id
+    (`org/name`) that the local cache holds or, when the hub is not switched off with
+    HF_HUB_OFFLINE=1, that the job may download."""
     if not isinstance(model, str) or not model:
         return False
     if model in BUILTIN_MODELS:
@@ -261,7 +268,15 @@ def model_reference_ok(model: str) -> bool:
     path = Path(model)
     if path.suffix.lower() == ".gguf":
         return path.is_file()
-    return (path / "config.json").is_file()
+    if (path / "config.json").is_file():
+        return True
+    if path.exists() or not _HUB_ID_RE.match(model):
+        return False
+    if os.environ.get("HF_HUB_OFFLINE") != "1":
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(model, "config.json"), str)
 
 
 # --- loading ---------------------------------------------------------------------------------
