@@ -35,6 +35,12 @@ HELD_OUT = {
         "init_text": "Is this news article about technology or sports?",
         "target": 0.75,
     },
+    "tweets-angry-vs-calm": {
+        "task": {"source": "tweet-sentiment", "label_map": {"negative": "angry",
+                                                            "neutral": "calm"}},
+        "init_text": "Is the writer of this tweet angry or calm?",
+        "target": 0.75,
+    },
 }
 MAX_STEPS = 10
 EVAL_EVERY = 2
