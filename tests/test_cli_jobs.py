@@ -153,3 +153,18 @@ def test_finished_job_feeds_the_bank_once(tmp_path: Path):
     assert f"starting from Prompt Bank entry {job_id}" in run.stderr
     meta = json.loads((tmp_path / "run2" / "result" / "ptctl_meta.json").read_text())
     assert meta["init_prompt_id"] == job_id
+
+
+def test_job_crashing_every_time_fails_after_max_attempts(tmp_path: Path):
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"text": "fine", "label": "a"}\n{not json\n')
+    spec = tiny_spec(tmp_path, name="crashy", task={"source": str(data)})
+    result = run_cli("submit", str(spec), "--wait", "--json", env=LOCAL, timeout=600)
+    assert result.returncode == 1
+    job_id = json.loads(result.stdout)["job_id"]
+    status = json.loads(run_cli("status", job_id, "--json", env=LOCAL).stdout)[0]
+    assert status["phase"] == "failed" and status["failures"] == 3
+    assert len(status["attempts"]) == 3
+    assert "broken.jsonl" in status["errors"][-1]  # the log tail names the bad file
+    human = run_cli("status", job_id, env=LOCAL)
+    assert "log tail" in human.stdout and "failed 3 times" in human.stdout

@@ -60,6 +60,31 @@ def test_two_gpu_job_through_slurm(tmp_path: Path):
         f"{plan['slurm_job_id']}_0_log.out", f"{plan['slurm_job_id']}_1_log.out"]
 
 
+def test_failed_sbatch_is_recorded_and_retried(tmp_path: Path):
+    bad = tmp_path / "badpart.yaml"
+    bad.write_text("executor: slurm\npartition: no-such-partition\ngpus_per_node: 8\n"
+                   "gpu_budget: 8\n")
+    spec = tiny_spec(tmp_path, name="retry")
+    result = run_cli("submit", str(spec), "--json", env={"PTCTL_PROFILE": str(bad)})
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["launched_gpus"] == 0 and "partition no-such-partition" in plan["launch_error"]
+    assert "invalid partition" in plan["launch_error"].lower()
+    again = run_cli("rebalance", "--json", env={"PTCTL_PROFILE": str(bad)})
+    assert again.returncode == 0, again.stderr
+    assert [a["action"] for a in json.loads(again.stdout)["actions"]] == ["launch-failed"]
+    status = json.loads(run_cli("status", plan["job_id"], "--json", env=SLURM).stdout)[0]
+    assert status["phase"] == "queued" and "launch with 1 GPU(s) failed" in status["errors"][-1]
+    # With the partition fixed, the next round starts it.
+    assert rebalance_until(plan["job_id"], {"finished", "failed"})["phase"] == "finished"
+
+
+def test_doctor_with_the_generic_profile_finds_the_default_partition():
+    result = run_cli("doctor", "--json", env={"PTCTL_PROFILE": "slurm"})
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["partition GPUs"]["detail"].startswith("partition debug:")
+
+
 def test_doctor_fails_clearly_while_slurmctld_down():
     """Last in the file: it stops slurmctld and starts it again with start.sh."""
     with slurmctld_down():

@@ -84,7 +84,7 @@ def _check_slurm(profile: Profile) -> list[Check]:
         return checks
     checks.append(Check("slurm controller", "ok", "slurmctld answers"))
     try:
-        info = cluster.partition_info(profile.partition)
+        info = cluster.partition_info(profile.partition or cluster.default_partition())
     except PtctlError as exc:
         checks.append(Check("partition", "fail", str(exc)))
         return checks

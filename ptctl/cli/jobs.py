@@ -61,7 +61,7 @@ def submit(
     quiet: QuietOpt = False,
 ) -> None:
     """Validate a job spec, pick its initial prompt, plan its GPUs against the deadline, launch."""
-    from ptctl.slurm import launcher, orchestrate
+    from ptctl.slurm import orchestrate
 
     out = Output(json_mode=json, quiet=quiet)
     spec = load_spec(spec_file)
@@ -116,8 +116,15 @@ def submit(
     gpus = max((g for g in view.allowed_gpus if g <= min(decision.gpus,
                                                          prof.gpu_budget - held)), default=0)
     if gpus > 0:
-        launcher.launch(registry, state.job_id, gpus, prof)
+        tick = orchestrate.Tick(now=now.timestamp())
+        orchestrate.launch_or_record(registry, orchestrate.LiveJob(state, spec_dict, {}), gpus,
+                                     prof, tick, "start")
         state = registry.load(state.job_id)
+        if tick.actions[-1]["action"] == "launch-failed":
+            plan["launch_error"] = tick.actions[-1]["error"]
+            out.warn(f"{state.job_id}: registered, but {plan['launch_error']}; "
+                     "rebalance retries it")
+            gpus = 0
     plan["job_id"] = state.job_id
     plan["launched_gpus"] = gpus
     plan["slurm_job_id"] = state.current_attempt.slurm_job_id if state.current_attempt else None

@@ -203,6 +203,15 @@ def find_job_by_name(name: str) -> str | None:
     return max(ids, key=lambda j: [int(p) for p in re.findall(r"\d+", j)], default=None)
 
 
+def default_partition() -> str:
+    """The partition sbatch uses when none is named (sinfo marks it with '*')."""
+    out = _check(_run(["sinfo", "--noheader", "--format=%P"]), "sinfo")
+    for name in out.split():
+        if name.endswith("*"):
+            return name[:-1]
+    raise NotFoundError("Slurm has no default partition: set `partition` in the profile")
+
+
 def partition_info(partition: str) -> PartitionInfo:
     """Nodes and GPUs of `partition` (GPUs from each node's configured GRES, sinfo %G)."""
     out = _check(_run(["sinfo", "--Node", f"--partition={partition}", "--noheader",

@@ -83,9 +83,11 @@ def launch(registry: Registry, job_id: str, gpus: int, profile: Profile) -> Slur
             submitted = executor.submit(TuningTask(str(registry.home), job_id))
         except Exception as exc:  # submitit raises plain exceptions for sbatch failures
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            where = (f"sbatch for job {job_id} (profile {profile.name}, partition "
+                     f"{profile.partition or 'default'}, {gpus} GPU(s))")
             if "contact" in first.lower() or "connect" in first.lower():
-                raise SlurmUnreachableError(f"sbatch for job {job_id}: {first}") from None
-            raise PtctlError(f"sbatch for job {job_id}: {first}") from None
+                raise SlurmUnreachableError(f"{where}: {first}") from None
+            raise PtctlError(f"{where}: {first}") from None
         slurm_id = str(submitted.job_id)
     else:
         slurm_id = existing

@@ -18,10 +18,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ptctl.config import Profile
-from ptctl.errors import PtctlError
+from ptctl.errors import PtctlError, SlurmUnreachableError
 from ptctl.jobs.registry import JobState, Registry, utcnow
 from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost
@@ -111,12 +112,18 @@ def _local_state(pid: str):
     """A local (submitit local executor) attempt: alive while its controller process lives."""
     from ptctl.slurm.cluster import SlurmJobState
 
+    ended = SlurmJobState(job_id=pid, state="COMPLETED")
     try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return SlurmJobState(job_id=pid, state="COMPLETED")
-    except PermissionError:
+        if os.waitpid(int(pid), os.WNOHANG)[0]:  # our own child (submit --wait): reap it
+            return ended
+    except (ChildProcessError, ValueError):
         pass
+    try:
+        status = Path(f"/proc/{int(pid)}/status").read_text()
+    except (OSError, ValueError):
+        return ended
+    if "\nState:\tZ" in status:  # a zombie another process has not reaped yet
+        return ended
     return SlurmJobState(job_id=pid, state="RUNNING")
 
 
@@ -314,14 +321,28 @@ def complete_resizes(registry: Registry, jobs: list[LiveJob], profile: Profile, 
             if job.attempt_alive:
                 still.append(job)
                 continue
-            gpus = job.state.pending_resize["gpus"]
-            launcher.launch(registry, job.job_id, gpus, profile)
-            job.state = registry.load(job.job_id)
-            tick.act(job.job_id, "relaunch", gpus=gpus)
+            launch_or_record(registry, job, job.state.pending_resize["gpus"], profile, tick,
+                             "relaunch")
         waiting = still
         if not waiting or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
+
+
+def launch_or_record(registry: Registry, job: LiveJob, gpus: int, profile: Profile,
+                     tick: Tick, action: str) -> None:
+    """Submit an attempt; a failed sbatch is recorded on the job and retried next round."""
+    try:
+        launcher.launch(registry, job.job_id, gpus, profile)
+    except SlurmUnreachableError:
+        raise  # the whole round stops: nothing can be done until slurmctld answers
+    except PtctlError as exc:
+        message = f"launch with {gpus} GPU(s) failed (retried next rebalance): {exc}"
+        job.state = registry.update(job.job_id, lambda st: st.errors.append(message))
+        tick.act(job.job_id, "launch-failed", gpus=gpus, error=str(exc))
+        return
+    job.state = registry.load(job.job_id)
+    tick.act(job.job_id, action, gpus=gpus)
 
 
 def carry_out(registry: Registry, jobs: dict[str, LiveJob], decisions: list[Decision],
@@ -345,9 +366,7 @@ def carry_out(registry: Registry, jobs: dict[str, LiveJob], decisions: list[Deci
         if decision.gpus == current:
             continue
         if current == 0 and decision.gpus > 0:
-            launcher.launch(registry, job.job_id, decision.gpus, profile)
-            job.state = registry.load(job.job_id)
-            tick.act(job.job_id, "start", gpus=decision.gpus)
+            launch_or_record(registry, job, decision.gpus, profile, tick, "start")
         elif current > 0:
             # gpus == 0 means: checkpoint and go back to the queue.
             request_resize(registry, job, decision.gpus, profile, tick)
