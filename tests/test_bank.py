@@ -192,9 +192,9 @@ def test_query_with_another_model_is_refused_by_name(built, tmp_path):
 def test_add_from_result_is_idempotent_and_rm(built, cfg, jobs):
     bank, _ = built
     before = len(bank.snapshot().entries)
-    assert add_from_result(cfg, jobs["nums-yes"] / "result") == "nums-yes"
+    assert add_from_result(cfg.bank_dir, jobs["nums-yes"] / "result") == "nums-yes"
     version = bank.snapshot().version
-    assert add_from_result(cfg, jobs["nums-yes"]) == "nums-yes"
+    assert add_from_result(cfg.bank_dir, jobs["nums-yes"]) == "nums-yes"
     snap = bank.snapshot()
     assert len(snap.entries) == before + 1 and snap.version == version
     assert sum(len(m) for m in snap.clusters.members) == len(snap.entries)

@@ -407,7 +407,7 @@ def verify(bank: Bank) -> list[str]:
     return problems
 
 
-def add_from_result(cfg, result_dir: str | Path) -> str:
+def add_from_result(bank_dir: str | Path, result_dir: str | Path) -> str:
     """Add a finished job's prompt (its folder or its result/) to its model's bank.
 
     Idempotent: the entry id is the job id, so a second call for the same job replaces the
@@ -416,7 +416,7 @@ def add_from_result(cfg, result_dir: str | Path) -> str:
     from ptctl.bank import ingest
 
     candidate = ingest.from_result(result_dir)
-    bank = Bank.for_model(cfg.bank_dir, candidate.entry.model)
+    bank = Bank.for_model(bank_dir, candidate.entry.model)
     if bank.exists():
         snap = bank.snapshot(features=False)
         same = [e for e in snap.entries if e.id == candidate.entry.id]

@@ -386,14 +386,11 @@ def bank_finished(registry: Registry, jobs: list[LiveJob], bank_dir: str, tick: 
             and j.spec["prompt"].get("add_to_bank") and "bank_entry" not in j.state.estimates]
     if not todo:
         return
-    from ptctl.bank import ingest
-    from ptctl.bank.store import Bank
+    from ptctl.bank.store import add_from_result
 
     for job in todo:
         try:
-            candidate = ingest.from_result(registry.paths(job.job_id).root, job.job_id)
-            entry = ingest.add_candidates(Bank.for_model(bank_dir, candidate.entry.model),
-                                          [candidate])[0]
+            entry = add_from_result(bank_dir, registry.paths(job.job_id).root)
         except PtctlError as exc:
             message = f"not added to the Prompt Bank: {exc}"
             job.state = registry.update(job.job_id, lambda st: (
