@@ -8,7 +8,7 @@ folder; 'bank' starts from `ptctl bank query`'s two-layer pick, 'bank-exhaustive
 exhaustive pick (the quality reference; when both pick the same prompt the run would be
 identical, so it is recorded once and reused). Steps to target = the first evaluated step
 whose accuracy meets the target; a run that never meets it is censored at max_steps (">N").
-Sizes are small on purpose: these 2 CPU cores are shared (see benchmarks/results_bank.md).
+Sizes are small on purpose: these 2 CPU cores are shared (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
