@@ -102,6 +102,17 @@ class TuningTask:
         return summary
 
 
+    def checkpoint(self, *args, **kwargs):
+        """submitit calls this on SIGUSR2 outside the training loop (interpreter start, model
+        load): the last checkpoint on disk is already the state to resume, so requeue as is,
+        or end the attempt (None) when a resize is pending so that rebalance relaunches it."""
+        import submitit
+
+        if Registry(self.home).load(self.job_id).pending_resize is not None:
+            return None
+        return submitit.helpers.DelayedSubmission(TuningTask(self.home, self.job_id))
+
+
 def _initial_prompt(registry: Registry, job_id: str):
     """The Prompt Bank prompt that submit copied into the job folder, if it chose one.
 

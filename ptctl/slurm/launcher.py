@@ -65,7 +65,10 @@ def executor_parameters(profile: Profile, gpus: int, name: str) -> dict[str, Any
 def make_executor(profile: Profile, folder: Path, gpus: int, name: str):
     import submitit
 
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=profile.executor)
+    # Requeues are ptctl's business (time limits on long jobs come again and again): do not
+    # let submitit's default of 3 timeouts end a job.
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=profile.executor,
+                                     slurm_max_num_timeout=1000)
     executor.update_parameters(**executor_parameters(profile, gpus, name))
     return executor
 
