@@ -172,9 +172,11 @@ def _wait(cfg: Config, prof: Profile, job_id: str, out: Output, every_s: float =
         if progress.get("step") != last_step and progress:
             last_step = progress.get("step")
             metric = progress.get("metric") or {}
-            out.info(f"{job_id}: step {last_step}/{progress.get('max_steps')} loss "
-                     f"{progress.get('loss') or float('nan'):.4f} accuracy "
-                     f"{metric.get('accuracy', float('nan')):.3f}")
+            loss = progress.get("loss")
+            accuracy = metric.get("accuracy")
+            out.info(f"{job_id}: step {last_step}/{progress.get('max_steps')}"
+                     + (f" loss {loss:.4f}" if loss is not None else "")
+                     + (f" accuracy {accuracy:.3f}" if accuracy is not None else ""))
         time.sleep(every_s)
 
 

@@ -297,6 +297,10 @@ def _set_resize(state: JobState, gpus: int) -> None:
     state.phase = "resizing"
 
 
+def _requeue_stopped(state: JobState) -> None:
+    state.pending_resize, state.phase, state.gpus = None, "queued", 0
+
+
 def signal_attempt(profile: Profile, slurm_id: str, sig: signal.Signals) -> None:
     """USR2 to every task (training checkpoints and stops); TERM/KILL for cancel."""
     if profile.executor == "slurm":
@@ -321,8 +325,12 @@ def complete_resizes(registry: Registry, jobs: list[LiveJob], profile: Profile, 
             if job.attempt_alive:
                 still.append(job)
                 continue
-            launch_or_record(registry, job, job.state.pending_resize["gpus"], profile, tick,
-                             "relaunch")
+            gpus = job.state.pending_resize["gpus"]
+            if gpus == 0:  # checkpointed to give its GPUs back: it waits in the queue
+                job.state = registry.update(job.job_id, _requeue_stopped)
+                tick.act(job.job_id, "queued")
+                continue
+            launch_or_record(registry, job, gpus, profile, tick, "relaunch")
         waiting = still
         if not waiting or time.monotonic() >= deadline:
             break
