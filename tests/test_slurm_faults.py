@@ -145,3 +145,23 @@ def test_rebalance_killed_mid_resize(tmp_path: Path):
     status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
     assert [a["gpus"] for a in status["attempts"]][:2] == [1, 2]
     assert_finished_without_loss(watch, status, saved)
+
+
+def test_time_limit_requeues_the_same_job_and_resumes(tmp_path: Path):
+    """A 1-minute time limit with USR2 40 s before it: each time the job checkpoints, requeues
+    itself (same Slurm job, same size) and resumes, until it is done."""
+    profile = tmp_path / "short.yaml"
+    profile.write_text("executor: slurm\npartition: debug\ngpus_per_node: 8\ngpu_budget: 8\n"
+                       "time_limit_min: 1\nsignal_lead_s: 40\ncpus_per_gpu: 1\n")
+    spec = tiny_spec(tmp_path, name="timelimit", training=TRAINING, gpus={"min": 1, "max": 1},
+                     deadline="2h")
+    result = run_cli("submit", str(spec), "--json", env={"PTCTL_PROFILE": str(profile)})
+    assert result.returncode == 0, result.stderr
+    watch = Watch(json.loads(result.stdout)["job_id"])
+    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), timeout=600)
+    assert status["phase"] == "finished", status
+    assert len(status["attempts"]) == 1, "requeued by Slurm, not resubmitted"
+    progress = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id /
+                           "progress.json").read_text())
+    assert progress["resumed_from_step"] > 0, "never hit the time limit"
+    assert_finished_without_loss(watch, status, 1)
