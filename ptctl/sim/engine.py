@@ -333,30 +333,30 @@ class _EfPlacement:
         home.append(ns)
         home.sort(key=lambda n: n["util"])
 
+    def _share(self, pool: list, job: str, g: int, groups: dict, home: list) -> bool:
+        """Place `job` on the first node set of `pool` if it has room; else rotate it back."""
+        if not pool:
+            return False
+        ns = pool.pop(0)
+        if ns["util"] + g <= ns["capacity"]:
+            ns["util"] += g
+            ns["jobs"].append((job, g))
+            self._regroup(ns, groups, home)
+            return True
+        pool.append(ns)
+        return False
+
     def _place_one(self, job: str, g: int, free_nodes: list[int], groups: dict) -> bool:
         if g not in groups:
             return False
         home = groups[g]
-        if home:
-            ns = home.pop(0)
-            if ns["util"] + g <= ns["capacity"]:
-                ns["util"] += g
-                ns["jobs"].append((job, g))
-                self._regroup(ns, groups, home)
-                return True
-            home.append(ns)
+        if self._share(home, job, g, groups, home):
+            return True
         for size in reversed(_EF_NODE_GROUPS):
             if size <= g:
                 break
-            other = groups[size]
-            if other:
-                ns = other.pop(0)
-                if ns["util"] + g <= ns["capacity"]:
-                    ns["util"] += g
-                    ns["jobs"].append((job, g))
-                    self._regroup(ns, groups, home)
-                    return True
-                other.append(ns)
+            if self._share(groups[size], job, g, groups, home):
+                return True
         need = -(-g // self.per_node)
         if need > len(free_nodes):
             return False
