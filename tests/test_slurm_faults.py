@@ -72,14 +72,15 @@ def checkpoints(job_id: str) -> list[int]:
     return sorted(int(p.name.split("_")[1]) for p in folder.glob("step_*"))
 
 
-def assert_finished_without_loss(watch: Watch, status: dict, resumed_at_least: int) -> None:
+def assert_finished_without_loss(watch: Watch, status: dict, resumed_at_least: int,
+                                 max_steps: int = TRAINING["max_steps"]) -> None:
     assert status["phase"] == "finished", status
-    assert status["step"] == TRAINING["max_steps"]
+    assert status["step"] == max_steps
     meta = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id / "result" /
                        "ptctl_meta.json").read_text())
     steps = [int(s) for s, _ in meta["loss_curve"]]
-    assert steps == list(range(1, TRAINING["max_steps"] + 1)), "steps lost or repeated"
-    assert meta["samples"] == TRAINING["max_steps"] * TRAINING["global_batch_size"]
+    assert steps == list(range(1, max_steps + 1)), "steps lost or repeated"
+    assert meta["samples"] == max_steps * TRAINING["global_batch_size"]
     progress = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id /
                            "progress.json").read_text())
     assert progress["resumed_from_step"] >= resumed_at_least
@@ -148,20 +149,23 @@ def test_rebalance_killed_mid_resize(tmp_path: Path):
 
 
 def test_time_limit_requeues_the_same_job_and_resumes(tmp_path: Path):
-    """A 1-minute time limit with USR2 40 s before it: each time the job checkpoints, requeues
-    itself (same Slurm job, same size) and resumes, until it is done."""
+    """A 2-minute time limit with USR2 40 s before it: each time the job checkpoints, requeues
+    itself (same Slurm job, same size) and resumes, until it is done.
+
+    Slurm checks the warning time about once a minute, so USR2 comes between 20 s and 80 s into
+    each run: after start-up, and before a 1,800-step job can finish (< 23 steps/s here)."""
     profile = tmp_path / "short.yaml"
     profile.write_text("executor: slurm\npartition: debug\ngpus_per_node: 8\ngpu_budget: 8\n"
-                       "time_limit_min: 1\nsignal_lead_s: 40\ncpus_per_gpu: 1\n")
-    spec = tiny_spec(tmp_path, name="timelimit", training=TRAINING, gpus={"min": 1, "max": 1},
-                     deadline="2h")
+                       "time_limit_min: 2\nsignal_lead_s: 40\ncpus_per_gpu: 1\n")
+    spec = tiny_spec(tmp_path, name="timelimit", training=TRAINING | {"max_steps": 1800},
+                     gpus={"min": 1, "max": 1}, deadline="2h")
     result = run_cli("submit", str(spec), "--json", env={"PTCTL_PROFILE": str(profile)})
     assert result.returncode == 0, result.stderr
     watch = Watch(json.loads(result.stdout)["job_id"])
-    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), timeout=600)
+    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), timeout=900)
     assert status["phase"] == "finished", status
     assert len(status["attempts"]) == 1, "requeued by Slurm, not resubmitted"
     progress = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id /
                            "progress.json").read_text())
     assert progress["resumed_from_step"] > 0, "never hit the time limit"
-    assert_finished_without_loss(watch, status, 1)
+    assert_finished_without_loss(watch, status, 1, max_steps=1800)
