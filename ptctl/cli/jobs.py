@@ -187,25 +187,17 @@ def _status_rows(cfg: Config, job_ids: list[str] | None, include_terminal: bool)
     from ptctl.slurm import orchestrate
 
     registry = _registry(cfg)
-    jobs = orchestrate.load_live_jobs(registry, include_terminal=True)
     if job_ids:
-        known = {j.job_id for j in jobs}
-        for job_id in job_ids:
-            if job_id not in known:
-                raise NotFoundError(f"job {job_id!r}: no such job in {registry.jobs_dir}")
-        jobs = [j for j in jobs if j.job_id in job_ids]
-    elif not include_terminal:
-        jobs = [j for j in jobs if not j.state.is_terminal]
+        jobs = [orchestrate.load_job(registry, job_id) for job_id in job_ids]
+    else:
+        jobs = orchestrate.load_live_jobs(registry, include_terminal=include_terminal)
     by_profile: dict[str, list] = {}
     for job in jobs:
         by_profile.setdefault(job.state.profile or cfg.profile, []).append(job)
     for name, group in by_profile.items():
         orchestrate.poll_attempts(group, load_profile(cfg, name))
     now = time.time()
-    rows = []
-    for job in jobs:
-        rows.append(_status_record(job, now))
-    return rows
+    return [_status_record(job, now) for job in jobs]
 
 
 def _status_record(job, now: float) -> dict[str, Any]:

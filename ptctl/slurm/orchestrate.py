@@ -81,6 +81,12 @@ class Tick:
 
 # --- reading the world ------------------------------------------------------------------------
 
+def load_job(registry: Registry, job_id: str) -> LiveJob:
+    """One job's state, spec and progress (NotFoundError for an unknown id)."""
+    return LiveJob(registry.load(job_id), registry.load_spec(job_id),
+                   registry.read_progress(job_id))
+
+
 def load_live_jobs(registry: Registry, include_terminal: bool = False) -> list[LiveJob]:
     jobs = []
     for state in registry.all():
@@ -240,18 +246,17 @@ def reconcile(registry: Registry, job: LiveJob, profile: Profile, tick: Tick) ->
     state, attempt = job.state, job.state.current_attempt
     progress = job.progress
     if progress.get("steps_per_s") and progress.get("world_size"):
-        measured = {str(progress["world_size"]): float(progress["steps_per_s"])}
-        if state.estimates.get("steps_per_s", {}).get(str(progress["world_size"])) != \
-                measured[str(progress["world_size"])]:
+        gpus, rate = str(progress["world_size"]), float(progress["steps_per_s"])
+        if state.estimates.get("steps_per_s", {}).get(gpus) != rate:
             job.state = registry.update(job.job_id, lambda st: st.estimates.setdefault(
-                "steps_per_s", {}).update(measured))
+                "steps_per_s", {}).__setitem__(gpus, rate))
     if attempt is None or state.is_terminal:
         return
     if job.attempt_alive:
         if job.slurm.state == "RUNNING" and state.phase == "pending":
             job.state = registry.update(job.job_id, lambda st: setattr(st, "phase", "running"))
         return
-    if attempt.state in ("COMPLETED",) or state.phase == "finished":
+    if attempt.state == "COMPLETED" or state.phase == "finished":
         return
     # The attempt has ended without finishing the job.
     if state.pending_resize:
