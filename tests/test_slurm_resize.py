@@ -61,3 +61,21 @@ def test_resize_grow_and_shrink_keeps_the_result(tmp_path: Path):
     assert ours.keys() == theirs.keys()
     for key in ours:
         assert (ours[key] - theirs[key]).abs().max().item() <= 1e-5
+
+
+def test_resize_while_the_attempt_is_still_starting(tmp_path: Path):
+    """Resizes that reach each new attempt before its training loop runs still complete.
+
+    Where USR2 lands varies from run to run (before the interpreter starts, in submitit's handler
+    on rank 0, or in the training loop). The middle case once left rank 1 of a 2-rank attempt
+    waiting forever at its rendezvous; srun's --kill-on-bad-exit now ends it. This test does not
+    force that exact window, so it passes without the fix too."""
+    spec = tiny_spec(tmp_path, name="early", training=TRAINING, gpus={"min": 1, "max": 2})
+    job_id = json.loads(run_cli("submit", str(spec), "--json", env=SLURM).stdout)["job_id"]
+    for gpus in (2, 1):  # each right after the previous launch, before training starts
+        resized = run_cli("resize", job_id, "--gpus", str(gpus), "--json", env=SLURM)
+        assert resized.returncode == 0, resized.stderr
+        assert json.loads(resized.stdout)["gpus"] == gpus, resized.stdout
+    status = rebalance_until(job_id, {"finished", "failed"})
+    assert status["phase"] == "finished", status
+    assert [a["gpus"] for a in status["attempts"]][:3] == [1, 2, 1]

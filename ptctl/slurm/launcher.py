@@ -47,6 +47,9 @@ def executor_parameters(profile: Profile, gpus: int, name: str) -> dict[str, Any
         "slurm_signal_delay_s": profile.signal_lead_s,
     }
     if profile.executor == "slurm":
+        # A rank that exits with an error ends the attempt: its peers would otherwise wait in
+        # a collective until the time limit, and rebalance would never see the attempt end.
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
         for key in ("partition", "account", "qos"):
             value = getattr(profile, key)
             if value:
