@@ -22,10 +22,16 @@ TRAINING = {"global_batch_size": 8, "micro_batch_size": 2, "learning_rate": 0.3,
 
 
 def wait_step_beyond(job_id: str, step: int, timeout: float = 120) -> dict:
+    """Wait until the newest attempt runs and has trained past `step` (the step an earlier
+    attempt stopped at is already beyond it, so the step alone does not say the new one runs)."""
     deadline = time.monotonic() + timeout
     while True:
         status = json.loads(run_cli("status", job_id, "--json", env=SLURM).stdout)[0]
-        if status["step"] > step or status["phase"] in ("finished", "failed"):
+        if status["phase"] in ("finished", "failed"):
+            return status
+        newest = status["attempts"][-1]
+        if newest["state"] == "RUNNING" and status["world_size"] == newest["gpus"] and \
+                status["step"] > step:
             return status
         assert time.monotonic() < deadline, f"{job_id} stuck at step {status['step']}"
         time.sleep(1)
@@ -79,3 +85,6 @@ def test_resize_while_the_attempt_is_still_starting(tmp_path: Path):
     status = rebalance_until(job_id, {"finished", "failed"})
     assert status["phase"] == "finished", status
     assert [a["gpus"] for a in status["attempts"]][:3] == [1, 2, 1]
+    # An attempt ended by a resize reads STOPPED wherever the signal reached it (in submitit's
+    # handler before training, rank 0 cannot record it: rebalance does).
+    assert [a["state"] for a in status["attempts"][:2]] == ["STOPPED", "STOPPED"], status

@@ -306,6 +306,21 @@ def _requeue_stopped(state: JobState) -> None:
     state.pending_resize, state.phase, state.gpus = None, "queued", 0
 
 
+def _record_resize_stop(state: JobState, slurm_state: str | None) -> None:
+    """Mark the attempt a resize ended as STOPPED, if its rank 0 could not say so itself.
+
+    USR2 that reaches an attempt before its training loop runs (interpreter start, model load)
+    ends it in submitit's handler, before rank 0 can record anything: its last checkpoint is
+    still the state to resume, so the attempt stopped as asked.
+    """
+    attempt = state.current_attempt
+    if attempt is not None and attempt.state not in ENDED_ATTEMPT_STATES:
+        attempt.state = "STOPPED"
+        attempt.ended_at = attempt.ended_at or utcnow()
+        attempt.reason = ("stopped for a resize before training started"
+                          f" (Slurm: {slurm_state or 'gone'})")
+
+
 def signal_attempt(profile: Profile, slurm_id: str, sig: signal.Signals) -> None:
     """USR2 to every task (training checkpoints and stops); TERM/KILL for cancel."""
     if profile.executor == "slurm":
@@ -330,6 +345,9 @@ def complete_resizes(registry: Registry, jobs: list[LiveJob], profile: Profile, 
             if job.attempt_alive:
                 still.append(job)
                 continue
+            slurm_state = job.slurm.state if job.slurm is not None else None
+            job.state = registry.update(job.job_id,
+                                        lambda st: _record_resize_stop(st, slurm_state))
             gpus = job.state.pending_resize["gpus"]
             if gpus == 0:  # checkpointed to give its GPUs back: it waits in the queue
                 job.state = registry.update(job.job_id, _requeue_stopped)
