@@ -34,6 +34,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from itertools import compress, islice
+from operator import ne
 from typing import Any, Callable
 
 import numpy as np
@@ -295,22 +297,19 @@ class _Steps:
             self.fs[k] += delta
 
     def merge(self) -> "_Steps":
-        ts, fs = [self.ts[0]], [self.fs[0]]
-        for t, f in zip(self.ts[1:], self.fs[1:]):
-            if f != fs[-1]:
-                ts.append(t)
-                fs.append(f)
-        self.ts, self.fs = ts, fs
+        ts, fs = self.ts, self.fs
+        if len(fs) > 1:
+            changed = list(map(ne, islice(fs, 1, None), fs))  # fs[i] != fs[i-1], i >= 1
+            if not all(changed):
+                self.ts = [ts[0], *compress(islice(ts, 1, None), changed)]
+                self.fs = [fs[0], *compress(islice(fs, 1, None), changed)]
         return self
 
 
 def _merged(allocs: dict[float, int]) -> list[tuple[float, int]]:
     """Allocation change points, sorted, consecutive equal counts dropped."""
-    out: list[tuple[float, int]] = []
-    for t in sorted(allocs):
-        if not out or allocs[t] != out[-1][1]:
-            out.append((t, allocs[t]))
-    return out
+    items = sorted(allocs.items())
+    return items[:1] + [b for a, b in zip(items, islice(items, 1, None)) if b[1] != a[1]]
 
 
 def _gpu_time(allocs: list[tuple[float, int]], end: float) -> float:
@@ -357,10 +356,16 @@ class _EfJob:
     next_gpu: int = 0
     next_plan: _EfPlan | None = None
     marginal: float = -math.inf
+    work: float | None = None           # iterations to plan for, if not the view's remaining ones
+    below: list[int] = field(default_factory=list, repr=False)  # below[f]: largest level <= f
+    best_rate: dict[int, float] = field(default_factory=dict, repr=False)  # max rate of levels <= q
+
+    def __post_init__(self) -> None:
+        self.below, self.best_rate = _level_tables(tuple(self.levels), self.rate)
 
     @property
     def remaining(self) -> float:
-        return self.view.remaining_iterations
+        return self.view.remaining_iterations if self.work is None else self.work
 
     def next_level(self, g: int) -> int:
         for q in self.levels:
@@ -376,6 +381,32 @@ class _EfJob:
                 break
             best = q
         return best
+
+
+_LEVEL_TABLES: dict[tuple, tuple[list[int], dict[int, float]]] = {}
+
+
+def _level_tables(levels: tuple[int, ...], rate: dict[int, float]) -> tuple[list[int], dict[int, float]]:
+    """`below[f]` = largest level <= f for 0 <= f <= the top level, and the best rate of any level
+    <= q per level q (an upper bound used to skip levels that cannot cover the work). Shared by
+    jobs with the same levels and rates."""
+    key = (levels, tuple(rate[q] for q in levels))
+    tables = _LEVEL_TABLES.get(key)
+    if tables is None:
+        below, best, j = [], 0, 0
+        for f in range((levels[-1] if levels else 0) + 1):
+            while j < len(levels) and levels[j] <= f:
+                best = levels[j]
+                j += 1
+            below.append(best)
+        best_rate, top = {}, 0.0
+        for q in levels:
+            top = max(top, rate[q])
+            best_rate[q] = top
+        if len(_LEVEL_TABLES) > 4096:
+            _LEVEL_TABLES.clear()
+        tables = _LEVEL_TABLES[key] = (below, best_rate)
+    return tables
 
 
 class ElasticFlowPolicy(Policy):
@@ -520,7 +551,11 @@ def _min_share(e: _EfJob, now: float, slot: float, total: int, orig: _Steps,
     """ElasticFlow's `ef_sim_allocation` on the free timeline `orig` (not modified).
 
     `first`: run at this level from `now` until the timeline's first change, then the minimum
-    share (the leftover-GPU trial). Returns the plan and the timeline with it taken out."""
+    share (the leftover-GPU trial). Returns the plan and the timeline with it taken out.
+
+    Speed (the same plans as a plain walk): the largest level <= a free count is a table lookup
+    (`e.below`), and a level whose best rate over the whole span to the deadline cannot cover the
+    work is skipped without walking its periods (it would fail the walk anyway)."""
     remaining = e.remaining
     ddl = e.view.deadline_s
     rate = e.rate
@@ -529,6 +564,12 @@ def _min_share(e: _EfJob, now: float, slot: float, total: int, orig: _Steps,
         return _EfPlan([(now, 0)], now, now, now <= ddl, new)
     if not e.levels:  # no allowed count fits the cluster: never runs, never meets its deadline
         return _EfPlan([(now, 0)], now, max(now, ddl) + 1.0, False, new)
+    below = e.below
+
+    def fit(x: int, f: int) -> int:
+        """min(x, largest level <= f) for x a level or 0."""
+        return x if f >= x else (below[f] if f > 0 else 0)
+
     a_ddl = ef_align(now, ddl, slot)
     if a_ddl >= now:
         new.key(a_ddl)
@@ -540,15 +581,18 @@ def _min_share(e: _EfJob, now: float, slot: float, total: int, orig: _Steps,
         real_left = math.ceil(left / rate[g])
         return t0 + ef_align(0, real_left, slot), t0 + real_left
 
+    orig_ts = orig.ts
+
     def close(end: float) -> None:
         """Give back the part of the last period after `end` (original free count)."""
-        if end not in orig.ts:
+        i = bisect_left(orig_ts, end)
+        if i == len(orig_ts) or orig_ts[i] != end:
             i = new.key(end)
             fs[i] = orig.at(end)
 
     if first is not None:
         q = first
-        nxt = orig.ts[1] if len(orig.ts) > 1 else a_ddl
+        nxt = orig_ts[1] if len(orig_ts) > 1 else a_ddl
         real_end = math.ceil(now + remaining / rate[q])
         end = ef_align(now, real_end, slot)
         if (nxt >= end and ddl >= real_end) or nxt <= now:
@@ -568,45 +612,62 @@ def _min_share(e: _EfJob, now: float, slot: float, total: int, orig: _Steps,
                            real_end, False, new.merge())
     lo = bisect_left(ts, event)
     hi = bisect_left(ts, a_ddl) if a_ddl >= event else lo  # periods [ts[k], ts[k+1]) for lo <= k < hi
-    durs = []
-    for k in range(lo, hi):
-        allocs.setdefault(ts[k], 0)
-        durs.append((ddl if ts[k + 1] == a_ddl else ts[k + 1]) - ts[k])
+    # durations: to the next breakpoint, the last one (ending at the aligned deadline) to `ddl`
+    pts = ts[lo:hi]
+    durs = [t1 - t0 for t0, t1 in zip(pts, islice(ts, lo + 1, hi))]
+    span = 0.0
+    if pts:
+        durs.append(ddl - pts[-1])
+        # The most any level's walk can add up: the span of the periods with a positive
+        # duration at the best rate of a level <= q (with a margin far above float rounding, so
+        # only levels that certainly fail the walk are skipped).
+        span = (max(ddl, pts[-1]) - pts[0]) * (1.0 + 1e-9)
+    best_rate = e.best_rate
+    n = len(pts)
 
     last_q = 0
     for q in e.levels:
         if q > total:
             break
-        acc = 0.0
-        point = None
-        for k in range(hi - 1, lo - 1, -1):
-            f = fs[k]
-            a = q if f >= q else min(q, e.floor(f))
-            if a == 0:
-                continue
-            acc += durs[k - lo] * rate[a]
-            if acc >= remaining:
-                point = ts[k]
-                break
-        if point is None:
+        kp = -1  # the period where the backward walk covers the work (`point`)
+        if span * best_rate[q] >= remaining:
+            acc = 0.0
+            rq = rate[q]
+            for i in range(n - 1, -1, -1):
+                f = fs[lo + i]
+                if f >= q:
+                    acc += durs[i] * rq
+                elif f > 0 and below[f]:
+                    acc += durs[i] * rate[below[f]]
+                else:
+                    continue
+                if acc >= remaining:
+                    kp = i
+                    break
+        if kp < 0:
             last_q = q
             continue
         # Forward: previous level before `point`, this level from it, until the work is done.
-        for k in range(lo, hi):
-            a = min(q if ts[k] >= point else last_q, e.floor(fs[k]))
-            allocs[ts[k]] = a
-            fs[k] -= a
+        for i in range(n):
+            k = lo + i
+            x = q if i >= kp else last_q
+            f = fs[k]
+            a = x if f >= x else (below[f] if f > 0 else 0)
+            allocs[pts[i]] = a
+            fs[k] = f - a
             if a == 0:
                 continue
-            it = durs[k - lo] * rate[a]
-            if ts[k] < point or it < remaining:
+            it = durs[i] * rate[a]
+            if i < kp or it < remaining:
                 remaining -= it
                 continue
-            end, real_end = finish(ts[k], a, remaining)
+            if i + 1 < n:  # no GPUs in the periods after this one
+                allocs.setdefault(pts[i + 1], 0)
+            end, real_end = finish(pts[i], a, remaining)
             close(end)
             return _EfPlan(_merged(allocs), end, real_end, real_end <= ddl, new.merge())
         k = new.key(a_ddl)
-        a = min(q, e.floor(fs[k]))
+        a = fit(q, fs[k])
         if a == 0:
             break
         allocs[a_ddl] = a
@@ -618,7 +679,7 @@ def _min_share(e: _EfJob, now: float, slot: float, total: int, orig: _Steps,
     # No level meets the deadline: the largest level (as free GPUs allow) up to the deadline...
     top = last_q or e.levels[0]
     for k in range(lo, hi):
-        a = min(top, e.floor(fs[k]))
+        a = fit(top, fs[k])
         allocs[ts[k]] = a
         fs[k] -= a
         remaining -= durs[k - lo] * rate[a] if a else 0.0
@@ -630,7 +691,7 @@ def _min_share(e: _EfJob, now: float, slot: float, total: int, orig: _Steps,
         if i + 1 >= len(new.ts):
             break
         nxt_t = new.ts[i + 1]
-        q = min(e.floor(new.fs[i]), e.max_gpu)
+        q = fit(e.max_gpu, new.fs[i])
         allocs[last] = q
         if q:
             it = (nxt_t - last) * rate[q]
@@ -771,10 +832,8 @@ class PromptTunerPolicy(Policy):
             work = remaining * (1.0 + per_round)
             if job.gpus == 0:  # a first start costs its transition once
                 work += cluster.transition_s(0, levels[0], job.warm) * job.rate(levels[0])
-            view = JobView(job.job_id, job.model, job.global_batch, job.arrival_s, job.deadline_s,
-                           "queued", 0, job.min_gpus, job.max_gpus, job.allowed_gpus, work,
-                           job.throughput)
-            ef[job.job_id] = _EfJob(view, levels, {g: job.rate(g) for g in levels}, levels[-1])
+            ef[job.job_id] = _EfJob(job, levels, {g: job.rate(g) for g in levels}, levels[-1],
+                                    work=work)
         done = {j.job_id: True for j in jobs if j.memory.get("pt_committed")}
         base = [ef[i] for i in done]
         pending = sorted((j for j in jobs if j.job_id not in done),
@@ -796,22 +855,27 @@ class PromptTunerPolicy(Policy):
                     missed.add(e.view.job_id)
             return missed
 
-        late = failing(base) or set()  # committed jobs already behind do not block new ones
         # One pass in deadline order: a candidate is kept if its own plan meets its deadline...
         steps = _Steps.empty(now_s, gpu_budget)
         accepted = []
+        base_missed = set()
         for e in sorted(base + [ef[j.job_id] for j in pending],
                         key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id)):
             plan = _min_share(e, now_s, slot, gpu_budget, steps)
             if e.view.job_id in done:
                 steps = plan.steps
+                if not plan.ok:
+                    base_missed.add(e.view.job_id)
             elif plan.ok:
                 steps = plan.steps
                 accepted.append(e)
-        # ... and the kept ones together must not make a committed job miss; if they do, test
-        # them one at a time (rare).
-        group = base + accepted
-        if failing(group, stop={e.view.job_id for e in group} - late) is None:
+        # ... and the kept ones together must not make a committed job miss, except committed
+        # jobs already behind on their own (`late`: they do not block new ones); if they do, test
+        # them one at a time (rare). The pass above already planned exactly `base + accepted` in
+        # deadline order (a candidate left out changed nothing), so its misses are that group's
+        # misses: `late` is needed only when a committed job missed there.
+        late = (failing(base) or set()) if base_missed else set()
+        if base_missed - late:
             for e in accepted:
                 trial = base + [e]
                 if failing(trial, stop={x.view.job_id for x in trial} - late) is not None:
