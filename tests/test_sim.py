@@ -155,16 +155,47 @@ def test_elasticflow_on_195job_matches_elasticflow_reference():
 
 
 def test_ef_placement_caches_exact_ranks_until_a_restart():
-    from ptctl.sim.engine import _EfPlacement, _ef_overhead
-    place = _EfPlacement(nodes=2, per_node=8)
-    first = place.place([("a", 8), ("b", 4), ("c", 2), ("d", 2)])
+    from ptctl.sim.engine import _EfPlacement
+    place = _EfPlacement(switches=1, nodes_per_switch=2, per_node=8)
+
+    def again(order):
+        for job, _ in order:
+            place.release(job)
+        return place.place(order)
+
+    round1 = [("a", 8), ("b", 4), ("c", 2), ("d", 2)]
+    first = place.place(round1)
     assert first == {"a": False, "b": False, "c": False, "d": False}
     assert place.cache == {(0, 8), (8, 4), (12, 2), (14, 2)}
-    assert all(place.place([("a", 8), ("b", 4), ("c", 2), ("d", 2)]).values())
+    assert all(again(round1).values())
     # Same sizes, other jobs: the ranks were used, so the trainers are cached.
+    for job in "abcd":
+        place.release(job)
     assert place.place([("x", 8), ("y", 4)]) == {"x": True, "y": True}
     # A new rank set is not (4 GPUs at rank 0).
+    for job in "xy":
+        place.release(job)
     assert place.place([("z", 4)]) == {"z": False}
+
+
+def test_ef_placement_free_nodes_follow_elasticflows_release_order():
+    """ElasticFlow's node ids restart at 0 in every switch and its free-node list is re-sorted by
+    id (stably) on every release, so a released node goes behind the free node of the same id in
+    the other switch: the same 8-GPU job lands on another node, at other ranks, uncached."""
+    from ptctl.sim.engine import _EfPlacement
+    place = _EfPlacement(switches=2, nodes_per_switch=2, per_node=8)
+    assert place.place([("a", 8)]) == {"a": False}  # switch 0, node 0: ranks 0-7
+    place.release("a")
+    assert place.free == [2, 0, 1, 3]  # ids 0, 0, 1, 1: switch 1's node 0 first now
+    assert place.place([("a", 8)]) == {"a": False}  # switch 1, node 0: ranks 16-23
+    assert place.cache == {(0, 8), (16, 8)}
+    place.release("a")
+    assert place.free == [0, 2, 1, 3]
+    assert place.place([("a", 8)]) == {"a": True}  # back on ranks 0-7, still cached
+
+
+def test_ef_overhead_model():
+    from ptctl.sim.engine import _ef_overhead
     assert _ef_overhead(8, restart=False, cached=True, cluster_gpus=128) == 2
     assert _ef_overhead(8, restart=False, cached=False, cluster_gpus=128) == 2 + 2 * 4
     assert _ef_overhead(8, restart=True, cached=False, cluster_gpus=512) == 7 + 47 + 8

@@ -43,12 +43,15 @@ class SimConfig:
     seed: int = 0
     estimate_rel_sd: float = 0.0   # noise of remaining-iteration estimates (0: exact)
     bank_lookup_s: float = 10.0    # Prompt Bank search before a bank-using job's first start
+    nodes_per_switch: int = 0      # ElasticFlow placement: nodes under one switch (0: all)
 
     def __post_init__(self) -> None:
         if self.estimate_rel_sd < 0:
             raise BadInputError(f"estimate_rel_sd={self.estimate_rel_sd} must be >= 0")
         if self.bank_lookup_s < 0:
             raise BadInputError(f"bank_lookup_s={self.bank_lookup_s} must be >= 0")
+        if self.nodes_per_switch < 0:
+            raise BadInputError(f"nodes_per_switch={self.nodes_per_switch} must be >= 0")
 
 
 @dataclass
@@ -301,24 +304,44 @@ _EF_NODE_GROUPS = (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 56, 64, 72, 88, 128, 256)
 
 
 class _EfPlacement:
-    """ElasticFlow's `elastic` placement, rebuilt from scratch every round, and the trainer cache
-    it feeds: a job restarts cheaply (2 s) when its exact GPU ranks were used by some job since
-    the last periodic trainer restart."""
+    """ElasticFlow's `elastic` placement (`cluster.elastic_placement` / `release_job_res`) and the
+    trainer cache it feeds: a job restarts cheaply (2 s) when its exact GPU ranks were used by some
+    job since the last periodic trainer restart (`log.scheduling_result`).
 
-    def __init__(self, nodes: int, per_node: int) -> None:
-        self.nodes, self.per_node = nodes, per_node
+    Which physical node a job gets decides its ranks, so the free-node list is kept as
+    ElasticFlow keeps it, across rounds: a new node set takes nodes from its front; a released node
+    set (its last job gone) appends its nodes and the list is re-sorted by node id, stably - and
+    node ids restart at 0 in every switch, so on more than one switch the order of same-id nodes
+    depends on the release history. Ranks are numbered switch by switch (its scheduling log's
+    columns)."""
+
+    def __init__(self, switches: int, nodes_per_switch: int, per_node: int) -> None:
+        self.nodes_per_switch, self.per_node = nodes_per_switch, per_node
+        self.nodes = switches * nodes_per_switch  # flat index = switch * nodes_per_switch + id
+        self.free: list[int] = list(range(self.nodes))
+        self.home: dict[str, dict] = {}  # job -> its node set
         self.cache: set[tuple[int, int]] = set()
+
+    def release(self, job: str) -> None:
+        """`release_job_res`: the job leaves its node set; an emptied set gives its nodes back."""
+        ns = self.home.pop(job, None)
+        if ns is None:
+            return
+        ns["util"] -= next(x for j, x in ns["jobs"] if j == job)
+        ns["jobs"] = [(j, x) for j, x in ns["jobs"] if j != job]
+        if ns["util"] == 0:
+            self.free += ns["nodes"]
+            self.free.sort(key=lambda n: n % self.nodes_per_switch)
 
     def place(self, order: list[tuple[str, int]]) -> dict[str, bool]:
         """Place (job, gpus) in ElasticFlow's order; returns job -> in_cache."""
-        free_nodes = list(range(self.nodes))
         groups: dict[int, list[dict]] = {g: [] for g in _EF_NODE_GROUPS}
         big = [(j, g) for j, g in order if g >= self.per_node]
         small = [(j, g) for size in reversed(_EF_NODE_GROUPS) if size < self.per_node
                  for j, g in order if g == size]
         for job, g in big + small:
-            self._place_one(job, g, free_nodes, groups)
-        return self._ranks(free_nodes, groups)
+            self._place_one(job, g, groups)
+        return self._ranks(groups)
 
     def _regroup(self, ns: dict, groups: dict, home: list) -> None:
         free = len(ns["nodes"]) * self.per_node - ns["util"]
@@ -341,12 +364,13 @@ class _EfPlacement:
         if ns["util"] + g <= ns["capacity"]:
             ns["util"] += g
             ns["jobs"].append((job, g))
+            self.home[job] = ns
             self._regroup(ns, groups, home)
             return True
         pool.append(ns)
         return False
 
-    def _place_one(self, job: str, g: int, free_nodes: list[int], groups: dict) -> bool:
+    def _place_one(self, job: str, g: int, groups: dict) -> bool:
         if g not in groups:
             return False
         home = groups[g]
@@ -358,15 +382,16 @@ class _EfPlacement:
             if self._share(groups[size], job, g, groups, home):
                 return True
         need = -(-g // self.per_node)
-        if need > len(free_nodes):
+        if need > len(self.free):
             return False
-        ns = {"nodes": free_nodes[:need], "capacity": need * self.per_node, "util": g,
+        ns = {"nodes": self.free[:need], "capacity": need * self.per_node, "util": g,
               "num_gpus": g, "jobs": [(job, g)]}
-        del free_nodes[:need]
+        del self.free[:need]
+        self.home[job] = ns
         self._regroup(ns, groups, home)
         return True
 
-    def _ranks(self, free_nodes: list[int], groups: dict) -> dict[str, bool]:
+    def _ranks(self, groups: dict) -> dict[str, bool]:
         where: dict[int, tuple[int, dict]] = {}
         for size in _EF_NODE_GROUPS:
             for ns in groups[size]:
@@ -437,15 +462,18 @@ def simulate_elasticflow_events(jobs: list[SimJob], policy: Policy, config: SimC
     cluster = config.cluster
     total = cluster.total_gpus
     slot = cluster.slot_s
-    placement = _EfPlacement(max(1, total // cluster.gpus_per_node), cluster.gpus_per_node)
+    nodes = max(1, total // cluster.gpus_per_node)
+    per_switch = config.nodes_per_switch or nodes
+    placement = _EfPlacement(max(1, nodes // per_switch), per_switch, cluster.gpus_per_node)
+    placed_order: list[str] = []  # ElasticFlow's job list after the last placement
     restart_every = max(1, int(slot))
     outcomes: list[JobOutcome] = []
     active: dict[str, _EfLive] = {}
-    # time -> (arrivals, ending job ids)
-    events: dict[float, tuple[list[SimJob], set[str]]] = {}
+    # time -> (arrivals, ending job ids in the order ElasticFlow's event lists them)
+    events: dict[float, tuple[list[SimJob], dict[str, None]]] = {}
     end_at: dict[str, float] = {}
     for job in sorted(jobs, key=lambda j: (j.arrival_s, j.job_id)):
-        events.setdefault(job.arrival_s, ([], set()))[0].append(job)
+        events.setdefault(job.arrival_s, ([], {}))[0].append(job)
     if not events:
         return SimResult(policy.name, outcomes, 0.0, [], 0)
 
@@ -456,11 +484,11 @@ def simulate_elasticflow_events(jobs: list[SimJob], policy: Policy, config: SimC
             return
         if old is not None and old in events:
             ev = events[old]
-            ev[1].discard(jid)
+            ev[1].pop(jid, None)
             if not ev[0] and not ev[1]:
                 del events[old]
         end_at[jid] = t
-        events.setdefault(t, ([], set()))[1].add(jid)
+        events.setdefault(t, ([], {}))[1].setdefault(jid)
 
     gpu_seconds = 0.0
     timeline: list[tuple[float, int]] = []
@@ -498,12 +526,13 @@ def simulate_elasticflow_events(jobs: list[SimJob], policy: Policy, config: SimC
             now, time_diff = min(events), int(min(events) - now)
             continue
         starts, ends = event
-        for jid in sorted(ends):
+        for jid in ends:
             live = active.get(jid)
             end_at.pop(jid, None)
             if live is None or live.gpus == 0:
                 continue
             del active[jid]
+            placement.release(jid)
             live.outcome.finish_s = live.real_end
             ending_now.append(live)
         for job in starts:
@@ -520,6 +549,11 @@ def simulate_elasticflow_events(jobs: list[SimJob], policy: Policy, config: SimC
         first_scale = math.inf
         if active:
             rounds += 1
+            # `estimate_all_jobs` releases every placed job, in its job list sorted by deadline
+            # (stably, over the last placement's order).
+            for jid in sorted((j for j in placed_order if j in active),
+                              key=lambda j: active[j].job.deadline_s):
+                placement.release(jid)
             views = []
             for live in active.values():
                 v = live.view
@@ -547,6 +581,7 @@ def simulate_elasticflow_events(jobs: list[SimJob], policy: Policy, config: SimC
             order.sort(key=lambda lv: lv.order)
             order.sort(key=lambda lv: -lv.gpus)
             cached = placement.place([(lv.job.job_id, lv.gpus) for lv in order if lv.gpus])
+            placed_order = [lv.job.job_id for lv in order]
             for lv in order:
                 lv.in_cache = cached.get(lv.job.job_id, False)
         if first_scale < math.inf and (not events or first_scale < min(events)):
@@ -568,7 +603,7 @@ def simulate_elasticflow_events(jobs: list[SimJob], policy: Policy, config: SimC
             times = sorted(events)
             # Merge the events within one slot into one at now + slot.
             if len(times) > 1 and int(times[0] - now) <= slot:
-                merged = ([], set())
+                merged = ([], {})
                 k = 0
                 while k < len(times) and (k == 0 or times[k] - now <= slot):
                     s, e = events.pop(times[k])

@@ -13,7 +13,7 @@ from ptctl.planner.gpu_need import OVERHEAD_MODELS, ClusterModel, ResizeCost
 from ptctl.planner.throughput import ThroughputTable
 from ptctl.sim.engine import SimConfig, SimResult, simulate
 from ptctl.sim.gen import prompt_tuning_throughputs
-from ptctl.sim.traces import SimJob, read_cluster_spec, read_trace
+from ptctl.sim.traces import SimJob, read_cluster_layout, read_trace
 
 
 def is_ptctl_trace(path: str | Path) -> bool:
@@ -44,9 +44,10 @@ def prepare(trace: str | Path, *, gpus: int | None = None, cluster_spec: str | P
     else:
         raise BadInputError(f"{trace.name} is an ElasticFlow trace: give --throughputs DIR "
                             "(e.g. ../shared/traces/elasticflow/throughputs_A100)")
-    per_node = 8
+    per_node, per_switch = 8, 0
     if cluster_spec is not None:
-        gpus, per_node = read_cluster_spec(cluster_spec)
+        switches, per_switch, per_node = read_cluster_layout(cluster_spec)
+        gpus = switches * per_switch * per_node
     if gpus is None or gpus < 1:
         raise BadInputError(f"--gpus {gpus} must be >= 1")
     model = overhead_model or ("resize" if ptctl_format else "elasticflow")
@@ -55,7 +56,8 @@ def prepare(trace: str | Path, *, gpus: int | None = None, cluster_spec: str | P
     cluster = ClusterModel(gpus, per_node, slot_s, resize_cost or ResizeCost(), model)
     noise = estimate_rel_sd if estimate_rel_sd is not None else (0.2 if ptctl_format else 0.0)
     jobs = read_trace(trace, table)
-    return jobs, SimConfig(cluster, table, seed=seed, estimate_rel_sd=noise)
+    return jobs, SimConfig(cluster, table, seed=seed, estimate_rel_sd=noise,
+                           nodes_per_switch=per_switch)
 
 
 def run_policies(jobs: list[SimJob], config: SimConfig, policies: list[str]) -> dict[str, SimResult]:

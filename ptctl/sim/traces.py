@@ -211,6 +211,12 @@ def write_ptctl_trace(path: str | Path, jobs: list[SimJob]) -> None:
 
 def read_cluster_spec(path: str | Path) -> tuple[int, int]:
     """ElasticFlow's `cluster_specs/nXgY.csv`: returns (total GPUs, GPUs per node)."""
+    switches, nodes_per_switch, per_node = read_cluster_layout(path)
+    return switches * nodes_per_switch * per_node, per_node
+
+
+def read_cluster_layout(path: str | Path) -> tuple[int, int, int]:
+    """ElasticFlow's `cluster_specs/nXgY.csv`: (switches, nodes per switch, GPUs per node)."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"cluster spec {path}: no such file")
@@ -223,5 +229,4 @@ def read_cluster_spec(path: str | Path) -> tuple[int, int]:
     if len(rows) != 1:
         raise BadInputError(f"{path.name}: expected one data row, found {len(rows)}")
     row = _Row(path, 2, rows[0])
-    per_node = row.integer("num_gpu_p_node")
-    return row.integer("num_switch") * row.integer("num_node_p_switch") * per_node, per_node
+    return row.integer("num_switch"), row.integer("num_node_p_switch"), row.integer("num_gpu_p_node")
