@@ -1,69 +1,86 @@
 """Steps to the target accuracy on tasks held out of the seed bank: bank vs random vs text init.
 
-    python benchmarks/bank_convergence.py run --out /tmp/conv.jsonl
-    python benchmarks/bank_convergence.py report /tmp/conv.jsonl [more.jsonl ...]
+    python benchmarks/bank_convergence.py run --out /tmp/conv.jsonl [--inits bank,random]
+    python benchmarks/bank_convergence.py report /tmp/conv.jsonl [more.jsonl ...] [--json]
 
 Each (task, init, seed) is a fresh `ptctl.tuning.launch.launch` run of SmolLM2-135M in its own
 folder; 'bank' starts from `ptctl bank query`'s two-layer pick, 'bank-exhaustive' from the
 exhaustive pick (the quality reference; when both pick the same prompt the run would be
-identical, so it is recorded once and reused). Steps to target = the first evaluated step
-whose accuracy meets the target; a run that never meets it is censored at max_steps (">N").
-Sizes are small on purpose: these 2 CPU cores are shared (see benchmarks/RESULTS.md).
+identical, so it is recorded once and reused, marked `reused_from`). Steps to target = the
+first evaluated step whose accuracy meets the target (step 0 = the initial prompt already
+meets it); a run that never meets it is censored at max_steps (">N").
+
+Runs go seed by seed (every task and init of seed 0, then seed 1, ...), so a cut-short run
+still holds whole seeds; `run` appends to --out and skips runs already there with the same
+settings, so it resumes. Each record carries its settings and the load average at its start.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+# Targets follow the seed bank's rule (bank_data/sources.yaml): halfway from the majority-class
+# accuracy of the eval split (64 samples) to 1, rounded to the nearest 0.05.
 HELD_OUT = {
     # New label-word variants of the packaged corpora; none is a source of the seed bank.
-    "tweets-great-vs-awful": {
+    "tweets-great-vs-awful": {        # eval majority 0.70
         "task": {"source": "tweet-sentiment", "label_map": {"negative": "awful",
                                                             "positive": "great"}},
         "init_text": "Is the feeling of this tweet great or awful?",
-        "target": 0.75,
+        "target": 0.85,
     },
-    "bbc-tech-vs-sport": {
+    "bbc-tech-vs-sport": {            # eval majority 0.56
         "task": {"source": "bbc-topics", "label_map": {"tech": "technology",
                                                        "sport": "sports"}},
         "init_text": "Is this news article about technology or sports?",
-        "target": 0.75,
+        "target": 0.8,
     },
-    "tweets-angry-vs-calm": {
+    "tweets-angry-vs-calm": {         # eval majority 0.50
         "task": {"source": "tweet-sentiment", "label_map": {"negative": "angry",
                                                             "neutral": "calm"}},
         "init_text": "Is the writer of this tweet angry or calm?",
         "target": 0.75,
     },
 }
-MAX_STEPS = 10
-EVAL_EVERY = 2
-EVAL_SAMPLES = 24
+# The seed bank's own training settings (bank_data/sources.yaml), with a smaller step cap.
+MAX_STEPS = 20
+EVAL_EVERY = 5
+EVAL_SAMPLES = 64
+SETTINGS = {"global_batch_size": 4, "max_length": 32, "learning_rate": 0.05}
 
 
-def make_spec(task: str, init: str, seed: int, max_steps: int):
+def make_spec(task: str, init: str, seed: int, max_steps: int = MAX_STEPS,
+              eval_every: int = EVAL_EVERY, eval_samples: int = EVAL_SAMPLES):
     from ptctl.jobs.spec import spec_from_dict
 
     held = HELD_OUT[task]
     prompt = {"virtual_tokens": 8, "init": "bank" if init.startswith("bank") else init}
     if init == "text":
         prompt["init_text"] = held["init_text"]
+    batch = SETTINGS["global_batch_size"]
     return spec_from_dict({
         "name": f"{task}-{init}-{seed}", "model": "smollm2-135m",
         "target": f"accuracy >= {held['target']}",
         "deadline": "24h", "prompt": prompt,
-        "task": {**held["task"], "max_length": 24, "eval_samples": EVAL_SAMPLES,
-                 "max_train_samples": 1000},
-        "training": {"global_batch_size": 2, "micro_batch_size": 2, "learning_rate": 0.05,
-                     "max_steps": max_steps, "eval_every": EVAL_EVERY,
+        "task": {**held["task"], "max_length": SETTINGS["max_length"],
+                 "eval_samples": eval_samples, "max_train_samples": 1000},
+        "training": {"global_batch_size": batch, "micro_batch_size": batch,
+                     "learning_rate": SETTINGS["learning_rate"],
+                     "max_steps": max_steps, "eval_every": eval_every,
                      "checkpoint_every": 1000, "seed": seed},
     }, origin=f"held-out {task}")
+
+
+def settings_of(args) -> dict:
+    return {**SETTINGS, "max_steps": args.max_steps, "eval_every": args.eval_every,
+            "eval_samples": args.eval_samples}
 
 
 def steps_to(curve: list[list[float]], target: float) -> int | None:
@@ -80,13 +97,23 @@ def run(args) -> None:
 
     cfg = load_config({"bank_dir": args.bank_dir} if args.bank_dir else None)
     inits = args.inits.split(",")
-    picks: dict[tuple[str, str], tuple] = {}
-    done: dict[tuple[str, str, int], dict] = {}
+    settings = settings_of(args)
     out = Path(args.out)
-    for task in args.tasks.split(","):
-        for init in inits:
-            for seed in range(args.seeds):
-                spec = make_spec(task, init, seed, args.max_steps)
+    done: dict[tuple[str, str, int], dict] = {}
+    if out.is_file():  # resume: runs already recorded with these settings are not run again
+        for line in out.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if r.get("settings") == settings:
+                    done[(r["task"], r["init"], r["seed"])] = r
+    picks: dict[tuple[str, str], tuple] = {}
+    for seed in range(args.seeds):
+        for task in args.tasks.split(","):
+            for init in inits:
+                if (task, init, seed) in done:
+                    continue
+                spec = make_spec(task, init, seed, args.max_steps, args.eval_every,
+                                 args.eval_samples)
                 tensor, prompt_id, pick = None, None, None
                 if init.startswith("bank"):
                     key = (task, init)
@@ -94,26 +121,31 @@ def run(args) -> None:
                         result, snap = query(cfg.bank_dir, spec,
                                              exhaustive=(init == "bank-exhaustive"))
                         picks[key] = (snap.prompt(snap.entry(result.prompt_id)),
-                                      result.prompt_id, result.as_dict())
+                                      result.prompt_id, result.as_dict(with_scored=True))
                     tensor, prompt_id, pick = picks[key]
                     same = done.get((task, "bank", seed))
                     if init == "bank-exhaustive" and same and same["prompt_id"] == prompt_id:
                         # The same prompt, seed and data: the run would be identical.
                         record = dict(same, init=init, query=pick, reused_from="bank")
+                        done[(task, init, seed)] = record
                         _write(out, record)
                         continue
                 started = time.perf_counter()
+                load = os.getloadavg()
                 with tempfile.TemporaryDirectory(prefix="bankconv-") as folder:
                     outcome = launch(spec, Path(folder), 1, init_prompt=tensor,
                                      init_prompt_id=prompt_id)
                     meta = json.loads((Path(folder) / "result" / "ptctl_meta.json").read_text())
+                target = HELD_OUT[task]["target"]
                 record = {"task": task, "init": init, "seed": seed, "prompt_id": prompt_id,
                           "query": pick, "eval_curve": meta["eval_curve"],
-                          "target": HELD_OUT[task]["target"],
-                          "steps_to_target": steps_to(meta["eval_curve"],
-                                                      HELD_OUT[task]["target"]),
+                          "loss_curve": meta["loss_curve"], "target": target,
+                          "steps_to_target": steps_to(meta["eval_curve"], target),
                           "reason": outcome.reason, "max_steps": args.max_steps,
-                          "seconds": round(time.perf_counter() - started, 1)}
+                          "settings": settings, "seconds": round(time.perf_counter() - started, 1),
+                          "loadavg_start": [round(x, 2) for x in load],
+                          "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+                          "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 done[(task, init, seed)] = record
                 _write(out, record)
 
@@ -122,38 +154,127 @@ def _write(out: Path, record: dict) -> None:
     with out.open("a") as f:
         f.write(json.dumps(record) + "\n")
     print(json.dumps({k: record.get(k) for k in ("task", "init", "seed", "prompt_id",
-                                                 "steps_to_target", "seconds")}), flush=True)
+                                                 "steps_to_target", "seconds",
+                                                 "loadavg_start", "reused_from")}), flush=True)
+
+
+def censored_value(record: dict) -> int:
+    """Steps to target, a censored run counted as max_steps + eval_every: the earliest step at
+    which it could have been seen to reach the target (so medians with censored runs are lower
+    bounds for that init)."""
+    if record["steps_to_target"] is not None:
+        return int(record["steps_to_target"])
+    every = (record.get("settings") or {}).get("eval_every", 2)
+    return int(record["max_steps"]) + int(every)
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per (task, init) and pooled medians, the bank/random ratio and the two-layer vs
+    exhaustive comparison, from run records (a later record of the same run replaces one)."""
+    latest = {(r["task"], r["init"], r["seed"]): r for r in rows}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for key in sorted(latest):
+        groups.setdefault(key[:2], []).append(latest[key])
+    table, pooled, per_task = [], {}, {}
+    for (task, init), rs in sorted(groups.items()):
+        values = [censored_value(r) for r in rs]
+        cap = rs[0]["max_steps"]
+        table.append({
+            "task": task, "init": init, "target": rs[0].get("target"),
+            "prompt": rs[0]["prompt_id"], "seeds": [r["seed"] for r in rs],
+            "steps": [r["steps_to_target"] for r in rs], "max_steps": cap,
+            "median": statistics.median(values),
+            "censored": sum(r["steps_to_target"] is None for r in rs),
+            "start_accuracy": statistics.mean(r["eval_curve"][0][1] for r in rs),
+            "final_accuracy": [r["eval_curve"][-1][1] for r in rs],
+            "reused": any(r.get("reused_from") for r in rs)})
+        pooled.setdefault(init, []).extend(values)
+        per_task.setdefault(init, {})[task] = statistics.median(values)
+    medians = {init: statistics.median(v) for init, v in pooled.items()}
+    summary: dict = {"table": table, "runs": {i: len(v) for i, v in pooled.items()},
+                     "pooled_median": medians, "per_task_median": per_task,
+                     "censored": {i: sum(1 for r in latest.values()
+                                         if r["init"] == i and r["steps_to_target"] is None)
+                                  for i in pooled}}
+    if "bank" in medians and "random" in medians:
+        # Pooled over the (task, seed) pairs both inits have run.
+        pairs = [k[::2] for k in latest if k[1] == "bank" and (k[0], "random", k[2]) in latest]
+        b = statistics.median(censored_value(latest[(t, "bank", s)]) for t, s in pairs)
+        r = statistics.median(censored_value(latest[(t, "random", s)]) for t, s in pairs)
+        summary["paired_runs"] = len(pairs)
+        summary["bank_random_medians"] = [b, r]
+        summary["bank_random_ratio"] = (b / r) if r else None
+        summary["bank_random_ratio_per_task"] = {
+            t: (per_task["bank"][t] / per_task["random"][t]) if per_task["random"][t] else None
+            for t in per_task["bank"] if t in per_task["random"]}
+    if "bank" in per_task and "bank-exhaustive" in per_task:
+        quality = []
+        for task in per_task["bank"]:
+            if task not in per_task["bank-exhaustive"]:
+                continue
+            two = [r for r in latest.values() if r["task"] == task and r["init"] == "bank"]
+            exh = [r for r in latest.values() if r["task"] == task
+                   and r["init"] == "bank-exhaustive"]
+            two_m, exh_m = per_task["bank"][task], per_task["bank-exhaustive"][task]
+            quality.append({
+                "task": task, "two_layer_pick": two[0]["prompt_id"],
+                "exhaustive_pick": exh[0]["prompt_id"],
+                "two_layer_score": (two[0].get("query") or {}).get("score"),
+                "exhaustive_score": (exh[0].get("query") or {}).get("score"),
+                "two_layer_candidates": (two[0].get("query") or {}).get("candidates_scored"),
+                "exhaustive_candidates": (exh[0].get("query") or {}).get("candidates_scored"),
+                "two_layer_median": two_m, "exhaustive_median": exh_m,
+                "extra_steps": (two_m - exh_m) / exh_m if exh_m else (0.0 if two_m == 0
+                                                                      else None)})
+        summary["two_layer_vs_exhaustive"] = quality
+    return summary
 
 
 def report(args) -> None:
     rows = [json.loads(line) for path in args.results
-            for line in Path(path).read_text().splitlines() if line]
-    latest = {(r["task"], r["init"], r["seed"]): r for r in rows}  # a rerun replaces a run
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for key in sorted(latest):
-        groups.setdefault(key[:2], []).append(latest[key])
+            for line in Path(path).read_text().splitlines() if line.strip()]
+    summary = summarise(rows)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return
+    settings = {json.dumps(r.get("settings"), sort_keys=True) for r in rows}
+    if len(settings) > 1:
+        print(f"WARNING: records with {len(settings)} different settings are mixed")
+    print(f"settings: {', '.join(sorted(settings))}\n")
     print("| task | target accuracy | init | prompt | steps to target per seed | median | "
-          "accuracy at step 0 |")
-    print("|---|---|---|---|---|---|---|")
-    medians: dict[str, list[float]] = {}
-    pooled: dict[str, list[float]] = {}
-    for (task, init), rs in sorted(groups.items()):
-        cap = rs[0]["max_steps"]
-        steps = [r["steps_to_target"] if r["steps_to_target"] is not None else None for r in rs]
-        shown = [str(s) if s is not None else f">{cap}" for s in steps]
-        # Censored runs count as cap + EVAL_EVERY: the earliest step they could have reached it.
-        med = statistics.median([s if s is not None else cap + EVAL_EVERY for s in steps])
-        medians.setdefault(init, []).append(med)
-        pooled.setdefault(init, []).extend(s if s is not None else cap + EVAL_EVERY
-                                           for s in steps)
-        start = statistics.mean(r["eval_curve"][0][1] for r in rs)
-        print(f"| {task} | {HELD_OUT[task]['target']} | {init} | {rs[0]['prompt_id'] or '-'} | "
-              f"{', '.join(shown)} | "
-              f"{med:g}{'+' if med > cap else ''} | {start:.3f} |")
+          "accuracy at step 0 | final accuracy per seed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in summary["table"]:
+        cap = row["max_steps"]
+        shown = [str(s) if s is not None else f">{cap}" for s in row["steps"]]
+        med = row["median"]
+        print(f"| {row['task']} | {row['target']} | {row['init']}"
+              f"{' (reused)' if row['reused'] else ''} | {row['prompt'] or '-'} | "
+              f"{', '.join(shown)} | {med:g}{'+' if med > cap else ''} | "
+              f"{row['start_accuracy']:.3f} | "
+              f"{', '.join(f'{a:.3f}' for a in row['final_accuracy'])} |")
     print()
-    for init, meds in sorted(medians.items()):
-        print(f"- {init}: per-task medians {', '.join(f'{m:g}' for m in meds)}; median of all "
-              f"{len(pooled[init])} runs = {statistics.median(pooled[init]):g}")
+    for init, med in sorted(summary["pooled_median"].items()):
+        per = summary["per_task_median"][init]
+        print(f"- {init}: per-task medians "
+              f"{', '.join(f'{t} {m:g}' for t, m in sorted(per.items()))}; median of all "
+              f"{summary['runs'][init]} runs = {med:g} ({summary['censored'][init]} censored)")
+    if "bank_random_ratio" in summary:
+        ratio = summary["bank_random_ratio"]
+        b, r = summary["bank_random_medians"]
+        print(f"- bank/random ratio of pooled medians over {summary['paired_runs']} paired runs: "
+              f"{b:g} / {r:g} = "
+              f"{'n/a' if ratio is None else f'{ratio:.3f}'}; per task: "
+              + ", ".join(f"{t} {'n/a' if v is None else f'{v:.3f}'}"
+                          for t, v in sorted(summary["bank_random_ratio_per_task"].items())))
+    for q in summary.get("two_layer_vs_exhaustive", []):
+        extra = q["extra_steps"]
+        print(f"- {q['task']}: two-layer pick {q['two_layer_pick']} (loss "
+              f"{q['two_layer_score']:.3f}, {q['two_layer_candidates']} scored) vs exhaustive "
+              f"{q['exhaustive_pick']} (loss {q['exhaustive_score']:.3f}, "
+              f"{q['exhaustive_candidates']} scored); median steps {q['two_layer_median']:g} vs "
+              f"{q['exhaustive_median']:g} ("
+              f"{'n/a' if extra is None else f'{100 * extra:+.0f}%'})")
 
 
 def main() -> None:
@@ -165,10 +286,13 @@ def main() -> None:
     r.add_argument("--tasks", default=",".join(HELD_OUT))
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    r.add_argument("--eval-every", type=int, default=EVAL_EVERY)
+    r.add_argument("--eval-samples", type=int, default=EVAL_SAMPLES)
     r.add_argument("--bank-dir", default=None)
     r.add_argument("--out", required=True)
     p = sub.add_parser("report")
     p.add_argument("results", nargs="+", help="JSONL files written by run")
+    p.add_argument("--json", action="store_true", help="the summary as JSON")
     args = parser.parse_args()
     (run if args.cmd == "run" else report)(args)
 

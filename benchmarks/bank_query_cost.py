@@ -8,7 +8,10 @@ their tensors are not tuned prompts. Each is written through the normal publish 
 (Writer.publish + faiss k-means clustering) into a temp folder, then queried with one held-out
 task spec, the model loaded once (its load time is reported apart: a warm pool has it).
 "search s" is QueryResult.seconds (task samples, pre-filter, LM scoring); "open s" reads the
-manifest and the faiss indexes under the shared lock.
+manifest and the faiss indexes under the shared lock. "pick from" is the real prompt the
+picked copy was made from; on a bank of copies the best pick is (a copy of) the seed bank's
+exhaustive pick, so "same as exhaustive" says whether the search found it without scoring all.
+"load" is the 1-minute load average when the query started (os.getloadavg).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -91,11 +95,12 @@ def main() -> None:
         model(torch.zeros((4, 32), dtype=torch.long))
     print(f"model + encoder load: {load_s:.1f} s; torch threads {torch.get_num_threads()}")
     print("| entries | clusters | mode | LM-scored candidates | sqrt(N) | search s | open s "
-          "| build s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| build s | pick from | same as exhaustive | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     results = []
     sizes = ["seed"] + [int(s) for s in args.sizes.split(",")]
+    reference = None  # the seed bank's exhaustive pick
     with tempfile.TemporaryDirectory(prefix="bankcost-") as tmp:
         for size in sizes:
             build_s = 0.0
@@ -106,20 +111,27 @@ def main() -> None:
             t0 = time.perf_counter()
             snap = bank.snapshot()
             open_s = time.perf_counter() - t0
-            modes = [False, True] if size == "seed" else [False]
+            modes = [True, False] if size == "seed" else [False]
             for exhaustive in modes:
+                load = os.getloadavg()[0]
                 with torch.inference_mode():
                     r = run_query(snap, spec, model, tokenizer, exhaustive=exhaustive)
                 n = len(snap.entries)
+                base = r.prompt_id.split("-copy")[0]
+                if reference is None:
+                    reference = base
                 row = {"entries": n, "clusters": len(snap.clusters.medoids),
                        "exhaustive": exhaustive, "candidates_scored": r.candidates_scored,
                        "seconds": round(r.seconds, 2), "open_seconds": round(open_s, 2),
                        "build_seconds": round(build_s, 1),
-                       "prompt_id": r.prompt_id, "score": round(r.score, 4)}
+                       "prompt_id": r.prompt_id, "score": round(r.score, 4),
+                       "pick_from": base, "same_as_exhaustive": base == reference,
+                       "loadavg_1min": round(load, 2)}
                 results.append(row)
                 print(f"| {n} | {row['clusters']} | {'exhaustive' if exhaustive else 'two-layer'}"
                       f" | {r.candidates_scored} | {math.sqrt(n):.1f} | {r.seconds:.2f} | "
-                      f"{open_s:.2f} | {build_s:.1f} |", flush=True)
+                      f"{open_s:.2f} | {build_s:.1f} | {base} | "
+                      f"{'yes' if base == reference else 'no'} | {load:.2f} |", flush=True)
     print(json.dumps(results))
 
 

@@ -405,3 +405,63 @@ def test_build_sources_through_the_job_registry(tmp_path, cfg):
     assert sorted(data["added"]) == ["mood", "nums", "pets"]
     assert data["selection"]["chosen"] in ("behaviour", "task")
     assert verify(Bank.for_model(cfg.bank_dir, "tiny-random")) == []
+
+
+# --- the committed seed bank and the convergence benchmark's bookkeeping ---------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_seed_bank_matches_its_sources_manifest():
+    """bank_data/smollm2-135m is whole and holds one random-init entry per listed source, each
+    recording the target it was tuned to and how many steps it ran."""
+    model, sources = load_sources(REPO / "bank_data" / "sources.yaml")
+    assert model == "smollm2-135m" and len(sources) >= 12
+    assert all(s.spec.prompt.init == "random" for s in sources)
+    bank = Bank.for_model(str(REPO / "bank_data"), "smollm2-135m")
+    assert verify(bank) == []
+    snap = bank.snapshot(features=False)
+    by_id = {e.id: e for e in snap.entries}
+    assert sorted(by_id) == sorted(s.name for s in sources)
+    for s in sources:
+        entry = by_id[s.name]
+        assert entry.target == str(s.spec.target)
+        assert 1 <= entry.steps <= s.spec.training.max_steps
+        assert entry.steps_to_target is None or entry.steps_to_target <= entry.steps
+
+
+def _conv_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bank_convergence",
+                                                  REPO / "benchmarks" / "bank_convergence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_convergence_summary_counts_censored_runs_and_pairs_inits():
+    conv = _conv_module()
+    settings = {"eval_every": 5}
+
+    def rec(task, init, seed, steps, prompt=None, score=None):
+        return {"task": task, "init": init, "seed": seed, "steps_to_target": steps,
+                "max_steps": 30, "settings": settings, "target": 0.8, "prompt_id": prompt,
+                "eval_curve": [[0, 0.5, 1.0], [30, 0.9, 0.2]],
+                "query": {"score": score, "candidates_scored": 8} if prompt else None}
+
+    rows = [rec("a", "bank", s, v, "p", 1.0) for s, v in enumerate([0, 5, 10])]
+    rows += [rec("a", "random", s, v) for s, v in enumerate([20, None, 10])]
+    rows += [rec("a", "bank-exhaustive", s, v, "q", 0.9) for s, v in enumerate([5, 5, 10])]
+    rows += [rec("b", "random", 0, 5)]            # no bank run to pair with: left out
+    rows += [rec("a", "random", 2, 25)]           # a rerun replaces the earlier record
+    summary = conv.summarise(rows)
+    assert summary["censored"]["random"] == 1
+    assert summary["paired_runs"] == 3
+    # random: 20, censored -> 30 + 5, 25 -> median 25; bank: 0, 5, 10 -> 5
+    assert summary["bank_random_medians"] == [5, 25]
+    assert summary["bank_random_ratio"] == pytest.approx(0.2)
+    (quality,) = summary["two_layer_vs_exhaustive"]
+    assert (quality["two_layer_pick"], quality["exhaustive_pick"]) == ("p", "q")
+    assert quality["two_layer_median"] == 5 and quality["exhaustive_median"] == 5
+    assert quality["extra_steps"] == 0.0
