@@ -27,26 +27,28 @@ import time
 from pathlib import Path
 
 # Targets follow the seed bank's rule (bank_data/sources.yaml): halfway from the majority-class
-# accuracy of the eval split (64 samples) to 1, rounded to the nearest 0.05.
+# accuracy of the eval split (64 samples; `majority`) to 1, rounded to the nearest 0.05.
+# `report --fraction F` re-reads the recorded curves with the target majority + F (1 - majority)
+# for F <= 0.5 (a run stops at its own target, so a higher target cannot be read back).
 HELD_OUT = {
     # New label-word variants of the packaged corpora; none is a source of the seed bank.
     "tweets-great-vs-awful": {        # eval majority 0.70
         "task": {"source": "tweet-sentiment", "label_map": {"negative": "awful",
                                                             "positive": "great"}},
         "init_text": "Is the feeling of this tweet great or awful?",
-        "target": 0.85,
+        "majority": 45 / 64, "target": 0.85,
     },
     "bbc-tech-vs-sport": {            # eval majority 0.56
         "task": {"source": "bbc-topics", "label_map": {"tech": "technology",
                                                        "sport": "sports"}},
         "init_text": "Is this news article about technology or sports?",
-        "target": 0.8,
+        "majority": 36 / 64, "target": 0.8,
     },
     "tweets-angry-vs-calm": {         # eval majority 0.50
         "task": {"source": "tweet-sentiment", "label_map": {"negative": "angry",
                                                             "neutral": "calm"}},
         "init_text": "Is the writer of this tweet angry or calm?",
-        "target": 0.75,
+        "majority": 32 / 64, "target": 0.75,
     },
 }
 # The seed bank's own training settings (bank_data/sources.yaml), with a smaller step cap.
@@ -168,6 +170,24 @@ def censored_value(record: dict) -> int:
     return int(record["max_steps"]) + int(every)
 
 
+def rule_target(task: str, fraction: float) -> float:
+    """The target rule: majority + fraction * (1 - majority), rounded to the nearest 0.05."""
+    majority = HELD_OUT[task]["majority"]
+    return round(20 * (majority + fraction * (1 - majority))) / 20
+
+
+def retarget(rows: list[dict], fraction: float) -> list[dict]:
+    """The records with steps to target re-read from their curves for another target."""
+    out = []
+    for r in rows:
+        target = rule_target(r["task"], fraction)
+        if target > r["target"] + 1e-9:
+            raise ValueError(f"{r['task']}: target {target} is above the recorded "
+                             f"{r['target']}; the run may have stopped before reaching it")
+        out.append(dict(r, target=target, steps_to_target=steps_to(r["eval_curve"], target)))
+    return out
+
+
 def summarise(rows: list[dict]) -> dict:
     """Per (task, init) and pooled medians, the bank/random ratio and the two-layer vs
     exhaustive comparison, from run records (a later record of the same run replaces one)."""
@@ -233,6 +253,8 @@ def summarise(rows: list[dict]) -> dict:
 def report(args) -> None:
     rows = [json.loads(line) for path in args.results
             for line in Path(path).read_text().splitlines() if line.strip()]
+    if args.fraction is not None:
+        rows = retarget(rows, args.fraction)
     summary = summarise(rows)
     if args.json:
         print(json.dumps(summary, indent=1))
@@ -293,6 +315,8 @@ def main() -> None:
     p = sub.add_parser("report")
     p.add_argument("results", nargs="+", help="JSONL files written by run")
     p.add_argument("--json", action="store_true", help="the summary as JSON")
+    p.add_argument("--fraction", type=float, default=None,
+                   help="re-read the curves with target majority + F (1 - majority), F <= 0.5")
     args = parser.parse_args()
     (run if args.cmd == "run" else report)(args)
 

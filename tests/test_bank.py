@@ -465,3 +465,15 @@ def test_convergence_summary_counts_censored_runs_and_pairs_inits():
     assert (quality["two_layer_pick"], quality["exhaustive_pick"]) == ("p", "q")
     assert quality["two_layer_median"] == 5 and quality["exhaustive_median"] == 5
     assert quality["extra_steps"] == 0.0
+
+
+def test_convergence_report_retargets_only_downwards():
+    conv = _conv_module()
+    run = {"task": "tweets-angry-vs-calm", "init": "random", "seed": 0, "target": 0.75,
+           "steps_to_target": None, "max_steps": 20,
+           "eval_curve": [[0, 0.5, 9.0], [5, 0.62, 3.0], [10, 0.7, 2.0], [20, 0.72, 1.0]]}
+    assert conv.rule_target("tweets-angry-vs-calm", 0.5) == 0.75   # majority 0.5
+    (low,) = conv.retarget([run], 0.25)                              # target 0.6 (0.625 -> 0.6)
+    assert (low["target"], low["steps_to_target"]) == (0.6, 5)
+    with pytest.raises(ValueError, match="above the recorded"):
+        conv.retarget([run], 0.8)
