@@ -489,3 +489,17 @@ def test_fast_commitment_test_decides_as_the_three_pass_one():
         fallback += any(d.memory.get("pt_committed") is False and j.memory.get("pt_committed") is None
                         for j, d in zip(jobs, fast))
     assert fallback > 10  # the scenarios do exercise refused commitments
+
+
+def test_elasticflow_breaks_deadline_ties_in_its_job_list_order():
+    """ElasticFlow sorts its job list by deadline stably: jobs with equal deadlines keep the order
+    of its list after the last round (`ef_order`), not their arrival order."""
+    one = ThroughputCurve("m", 1, {1: 1.0})
+    cluster = ClusterModel(1, slot_s=60)
+    a = view("a", remaining=100, deadline=200, curve=one, max_gpus=1, arrival=0.0,
+             memory={"ef_admitted": True, "ef_order": 1})
+    b = view("b", remaining=100, deadline=200, curve=one, max_gpus=1, arrival=1.0,
+             memory={"ef_admitted": True, "ef_order": 0})
+    assert [d.gpus for d in decide("elasticflow", 0.0, 1, [a, b], cluster)] == [0, 1]
+    a.memory, b.memory = {"ef_admitted": True}, {"ef_admitted": True}
+    assert [d.gpus for d in decide("elasticflow", 0.0, 1, [a, b], cluster)] == [1, 0]

@@ -425,8 +425,9 @@ class ElasticFlowPolicy(Policy):
 
     Memory written per job: `ef_admitted`, `ef_real_end_s` (the minimum-share plan's unrounded end:
     ElasticFlow's deadline check), `ef_end_s` (slot-aligned end of the allocation it got) and
-    `ef_order` (its position in ElasticFlow's job list after this round, used by the simulator to
-    place jobs in the same order). `predicted_finish_s` is the unrounded end of the allocation it
+    `ef_order` (its position in ElasticFlow's job list after this round - by GPU count, stably
+    over the leftover order - used by the simulator to place jobs in the same order and by the
+    next round to break deadline ties as ElasticFlow's stable sort does). `predicted_finish_s` is the unrounded end of the allocation it
     got; `review_at_s` its next planned change.
     """
 
@@ -448,14 +449,15 @@ class ElasticFlowPolicy(Policy):
                 declined |= {j.job_id for j in arrivals}
         elif arrivals:
             declined |= {j.job_id for j in arrivals}
-        planned = sorted((ef[j.job_id] for j in plan_set),
-                         key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id))
+        planned = sorted((ef[j.job_id] for j in plan_set), key=_ef_list_key)
         steps = self._plan_all(planned, now_s, slot, total, keep_steps=True) if planned else None
         for e in planned:
             e.gpus = e.plan.gpus_at(now_s) if e.plan else 0
         if planned:
             planned = self._give_leftover(planned, steps, now_s, slot, total)
-        for i, e in enumerate(planned):
+        # ElasticFlow's job list ends the round sorted by GPU count (stably, over the leftover
+        # order) for placement; its next deadline sort breaks ties in that order.
+        for i, e in enumerate(sorted(planned, key=lambda e: -e.gpus)):
             e.order = i
 
         out = []
@@ -488,7 +490,7 @@ class ElasticFlowPolicy(Policy):
         deadline (or the final timeline, with `keep_steps`)."""
         steps = _Steps.empty(now, total)
         ok = True
-        for e in sorted(ef_jobs, key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id)):
+        for e in sorted(ef_jobs, key=_ef_list_key):
             plan = _min_share(e, now, slot, total, steps)
             e.plan = e.share = plan
             steps = plan.steps
@@ -544,6 +546,13 @@ class ElasticFlowPolicy(Policy):
                     self._marginal(e, steps, now, slot, total, allocatable)
             order = sorted(order, key=lambda e: -e.marginal)
         return order
+
+
+def _ef_list_key(e: _EfJob) -> tuple:
+    """ElasticFlow's deadline order: a stable sort of its job list by deadline, so jobs with equal
+    deadlines keep their order from the last round (`ef_order`), arrivals after them."""
+    return (e.view.deadline_s, e.view.memory.get("ef_order", math.inf), e.view.arrival_s,
+            e.view.job_id)
 
 
 def _min_share(e: _EfJob, now: float, slot: float, total: int, orig: _Steps,
