@@ -211,8 +211,19 @@ def summarise(rows: list[dict]) -> dict:
         pooled.setdefault(init, []).extend(values)
         per_task.setdefault(init, {})[task] = statistics.median(values)
     medians = {init: statistics.median(v) for init, v in pooled.items()}
+    # Label-word loss on the eval split by step (median over the runs evaluated at that step;
+    # a run that met its target stops, so later steps hold fewer runs).
+    loss_at: dict[str, dict[int, float]] = {}
+    for init in pooled:
+        by_step: dict[int, list[float]] = {}
+        for r in latest.values():
+            if r["init"] == init:
+                for step, _acc, loss, *_ in r["eval_curve"]:
+                    by_step.setdefault(int(step), []).append(loss)
+        loss_at[init] = {k: statistics.median(v) for k, v in sorted(by_step.items())}
     summary: dict = {"table": table, "runs": {i: len(v) for i, v in pooled.items()},
                      "pooled_median": medians, "per_task_median": per_task,
+                     "eval_loss_median_by_step": loss_at,
                      "censored": {i: sum(1 for r in latest.values()
                                          if r["init"] == i and r["steps_to_target"] is None)
                                   for i in pooled}}
@@ -281,6 +292,9 @@ def report(args) -> None:
         print(f"- {init}: per-task medians "
               f"{', '.join(f'{t} {m:g}' for t, m in sorted(per.items()))}; median of all "
               f"{summary['runs'][init]} runs = {med:g} ({summary['censored'][init]} censored)")
+    for init, by_step in sorted(summary["eval_loss_median_by_step"].items()):
+        print(f"- {init}: median eval label-word loss by step: "
+              + ", ".join(f"{k}: {v:.2f}" for k, v in by_step.items()))
     if "bank_random_ratio" in summary:
         ratio = summary["bank_random_ratio"]
         b, r = summary["bank_random_medians"]
