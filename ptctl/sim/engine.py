@@ -455,8 +455,10 @@ def simulate_elasticflow_events(jobs: list[SimJob], policy: Policy, config: SimC
       runs out of work earlier ends at the next round; at its end event it leaves, and it meets
       its deadline if its last minimum-share plan did (the unrounded plan end, `ef_real_end_s`);
     - every round each running job pays its overhead (see `_ef_overhead`), cached by exact GPU
-      ranks of ElasticFlow's placement; the cache is flushed every `slot` rounds (its simulator
-      reuses the slot length, in seconds, as the restart period in rounds);
+      ranks of ElasticFlow's placement (`_EfPlacement`: its free-node list carried across rounds,
+      jobs released at their end events, then in deadline order, then placed in its job-list
+      order); the cache is flushed every `slot` rounds (its simulator reuses the slot length, in
+      seconds, as the restart period in rounds);
     - GPU-hours count the GPUs each job holds from round to round until it leaves.
     """
     cluster = config.cluster
