@@ -102,6 +102,17 @@ def test_prompttuner_beats_baselines_on_a_small_trace():
         assert ours["gpu_hours"] < theirs["gpu_hours"]
 
 
+def test_bank_users_see_a_job_only_after_its_bank_search():
+    """The search runs at submit (as `ptctl submit` does): the planner first sees the job when it
+    is done, so it plans with the time that is really left."""
+    [job] = generate(GenSpec(jobs=1, rate_per_hour=10, seed=3))
+    config = SimConfig(ClusterModel(32), prompt_tuning_throughputs(), bank_lookup_s=30.0)
+    ours, theirs = simulate([job], "prompttuner", config), simulate([job], "infless", config)
+    assert ours.timeline[0][0] == job.arrival_s + 30.0
+    assert theirs.timeline[0][0] == job.arrival_s
+    assert ours.outcomes[0].arrival_s == job.arrival_s  # the search counts in its JCT
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ptctl", "sim", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120)

@@ -42,7 +42,7 @@ class SimConfig:
     throughputs: ThroughputTable
     seed: int = 0
     estimate_rel_sd: float = 0.0   # noise of remaining-iteration estimates (0: exact)
-    bank_lookup_s: float = 10.0    # Prompt Bank search before a bank-using job's first start
+    bank_lookup_s: float = 10.0    # Prompt Bank search at submit: a bank-using policy sees jobs this late
     nodes_per_switch: int = 0      # ElasticFlow placement: nodes under one switch (0: all)
 
     def __post_init__(self) -> None:
@@ -123,7 +123,7 @@ class _Live:
     """Simulator-side state of one active job, and the JobView the policy sees (reused)."""
 
     __slots__ = ("job", "outcome", "curve", "total", "done", "gpus", "stall_until", "view",
-                 "noise", "started")
+                 "noise")
 
     def __init__(self, job: SimJob, total: float, curve, allowed: tuple[int, ...],
                  max_gpus: int, noise: float) -> None:
@@ -132,7 +132,6 @@ class _Live:
         self.done = 0.0
         self.gpus = 0
         self.stall_until = 0.0
-        self.started = False
         self.view = JobView(job.job_id, job.model, job.global_batch, job.arrival_s, job.deadline_s,
                             "queued", 0, min(job.min_gpus, max_gpus), max_gpus, allowed,
                             total, curve)
@@ -150,6 +149,9 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
     rng = np.random.default_rng(config.seed)
     noise = rng.normal(0.0, config.estimate_rel_sd, size=len(jobs)) if config.estimate_rel_sd else None
 
+    # A Prompt Bank search runs at submit, before the scheduler sees the job (as `ptctl submit`
+    # does): a bank-using policy first sees each job `bank_lookup_s` after its arrival.
+    lookup_s = config.bank_lookup_s if policy.uses_bank else 0.0
     arrivals = sorted(jobs, key=lambda j: (j.arrival_s, j.job_id))
     outcomes: list[JobOutcome] = []
     active: dict[str, _Live] = {}
@@ -160,7 +162,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
     warm_until: dict[str, float] = {}
     last_arrival: dict[str, float] = {}
     arrival_gaps: dict[str, list[float]] = {}
-    now = arrivals[0].arrival_s if arrivals else 0.0
+    now = arrivals[0].arrival_s + lookup_s if arrivals else 0.0
     last_round = now
     rounds = 0
     # ElasticFlow's trainer cache: a placement seen since the last restart starts in 2 s. Its
@@ -211,7 +213,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
                     gpu_seconds += min(until, now) - last_round
 
         # 3. arrivals.
-        while next_arrival < len(arrivals) and arrivals[next_arrival].arrival_s <= now:
+        while next_arrival < len(arrivals) and arrivals[next_arrival].arrival_s + lookup_s <= now:
             add_arrival(arrivals[next_arrival], next_arrival)
             next_arrival += 1
 
@@ -258,11 +260,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
                         overhead = elasticflow_overhead_s(new, not cached, restart, total_gpus)
                         live.stall_until = now + overhead
                     elif new != old:
-                        overhead = cluster.transition_s(old, new, live.view.warm)
-                        if not live.started and policy.uses_bank:
-                            overhead += config.bank_lookup_s
-                        live.stall_until = now + overhead
-                    live.started = True
+                        live.stall_until = now + cluster.transition_s(old, new, live.view.warm)
                 live.gpus = new
                 used += new
                 if d.review_at_s is not None and d.review_at_s > now:
@@ -276,7 +274,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
         # next round
         candidates = []
         if next_arrival < len(arrivals):
-            candidates.append(arrivals[next_arrival].arrival_s)
+            candidates.append(arrivals[next_arrival].arrival_s + lookup_s)
         for live in active.values():
             if live.gpus:
                 begin = max(now, live.stall_until)
