@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -261,12 +262,24 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
+def sim_convergence(summary: dict) -> dict:
+    """The measured bank/random step ratio as `ptctl sim gen --convergence` reads it: the
+    pooled median, and the spread (standard deviation of the log) of the per-task ratios."""
+    if summary.get("bank_random_ratio") is None:
+        raise ValueError("no bank/random ratio: the results need paired bank and random runs")
+    logs = [math.log(v) for v in summary["bank_random_ratio_per_task"].values() if v]
+    return {"bank_over_random_median": round(summary["bank_random_ratio"], 4),
+            "bank_over_random_sigma": round(statistics.stdev(logs), 4) if len(logs) > 1 else 0.0}
+
+
 def report(args) -> None:
     rows = [json.loads(line) for path in args.results
             for line in Path(path).read_text().splitlines() if line.strip()]
     if args.fraction is not None:
         rows = retarget(rows, args.fraction)
     summary = summarise(rows)
+    if args.convergence_out:
+        Path(args.convergence_out).write_text(json.dumps(sim_convergence(summary)) + "\n")
     if args.json:
         print(json.dumps(summary, indent=1))
         return
@@ -331,6 +344,8 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="the summary as JSON")
     p.add_argument("--fraction", type=float, default=None,
                    help="re-read the curves with target majority + F (1 - majority), F <= 0.5")
+    p.add_argument("--convergence-out", default=None, metavar="FILE",
+                   help="also write the bank/random ratio for `ptctl sim gen --convergence`")
     args = parser.parse_args()
     (run if args.cmd == "run" else report)(args)
 

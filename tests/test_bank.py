@@ -440,7 +440,7 @@ def _conv_module():
     return module
 
 
-def test_convergence_summary_counts_censored_runs_and_pairs_inits():
+def test_convergence_summary_counts_censored_runs_and_pairs_inits(tmp_path):
     conv = _conv_module()
     settings = {"eval_every": 5}
 
@@ -465,6 +465,14 @@ def test_convergence_summary_counts_censored_runs_and_pairs_inits():
     assert (quality["two_layer_pick"], quality["exhaustive_pick"]) == ("p", "q")
     assert quality["two_layer_median"] == 5 and quality["exhaustive_median"] == 5
     assert quality["extra_steps"] == 0.0
+    # What `ptctl sim gen --convergence` reads: one task, so no spread.
+    from ptctl.sim.gen import load_convergence
+
+    measured = conv.sim_convergence(summary)
+    assert measured == {"bank_over_random_median": 0.2, "bank_over_random_sigma": 0.0}
+    path = tmp_path / "measured.json"
+    path.write_text(json.dumps(measured))
+    assert load_convergence(path)["bank_over_random_median"] == 0.2
 
 
 def test_convergence_report_retargets_only_downwards():

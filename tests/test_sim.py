@@ -75,6 +75,12 @@ def test_generator_is_deterministic_and_uses_convergence(tmp_path):
                                             "bank_over_random_sigma": 0}), "c.json")
     jobs = generate(GenSpec(jobs=30, seed=7), load_convergence(conv_file))
     assert all(j.iterations_bank == pytest.approx(j.iterations * 0.25, abs=1) for j in jobs)
+    # Around a median of 1 the bank's start is sometimes worse than a random one.
+    neutral = write(tmp_path, '{"bank_over_random_median": 1.0, "bank_over_random_sigma": 0.3}',
+                    "n.json")
+    jobs = generate(GenSpec(jobs=60, seed=7), load_convergence(neutral))
+    assert any(j.iterations_bank > j.iterations for j in jobs)
+    assert any(j.iterations_bank < j.iterations for j in jobs)
     with pytest.raises(BadInputError, match="unknown key 'ratio'"):
         load_convergence(write(tmp_path, '{"ratio": 1}', "d.json"))
 

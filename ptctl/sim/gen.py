@@ -3,14 +3,15 @@
 Jobs arrive as a Poisson process; each picks a model from a mix; its iterations to the target
 from a random initial prompt are drawn log-normally around a per-model median, and its
 iterations from a Prompt Bank prompt are that times a bank/random step ratio (log-normal around
-the median ratio of the convergence file). The deadline is arrival + k x the job's duration at a
+the median ratio of the convergence file; above 1 where the bank's start is worse). The deadline is arrival + k x the job's duration at a
 reference GPU count, with k uniform in a range.
 
 Convergence file (`--convergence FILE`, JSON):
     {"bank_over_random_median": 0.5, "bank_over_random_sigma": 0.3,
      "random_iterations_median": {"gpt-base": 3000, ...}, "random_iterations_sigma": 0.5}
-Missing keys take DEFAULT_CONVERGENCE. The default ratio 0.5 is a placeholder until the Prompt
-Bank benchmarks supply measured values.
+Missing keys take DEFAULT_CONVERGENCE. The default ratio 0.5 is an assumption: the Prompt Bank
+benchmark (`benchmarks/bank_convergence.py report --convergence-out FILE`) writes this file from
+measured runs, and has not yet measured a conclusive ratio (benchmarks/RESULTS.md).
 
 Throughput of the prompt-tuning models (`PROMPT_TUNING_THROUGHPUTS`, iterations/s on A100s at
 global batch 32) is an assumption stated here, shaped by the Universal Scalability Law: small
@@ -137,7 +138,8 @@ def generate(spec: GenSpec, convergence: dict | None = None) -> list[SimJob]:
     for i in range(spec.jobs):
         model = spec.models[models[i]]
         random_iters = max(50.0, round(conv["random_iterations_median"][model] * math.exp(iter_noise[i])))
-        ratio = min(1.0, conv["bank_over_random_median"] * math.exp(ratio_noise[i]))
+        # Not capped at 1: a bank prompt can also start a task worse than a random one.
+        ratio = conv["bank_over_random_median"] * math.exp(ratio_noise[i])
         bank_iters = max(10.0, round(random_iters * ratio))
         duration = random_iters / table.curve(model, PROMPT_TUNING_BATCH).rate(spec.reference_gpus)
         arrival = round(float(arrivals[i]), 3)
