@@ -221,7 +221,8 @@ def _status_record(job, now: float) -> dict[str, Any]:
         "slurm_job_id": attempt.slurm_job_id if attempt else None,
         "slurm_state": (job.slurm.state if job.slurm is not None
                         else (attempt.state if attempt else None)),
-        "gpus": state.gpus, "world_size": progress.get("world_size"), "step": step, "max_steps": job.spec["training"]["max_steps"],
+        "gpus": state.gpus, "world_size": progress.get("world_size"), "step": step,
+        "max_steps": job.spec["training"]["max_steps"],
         "target": job.spec["target"], "metrics": metric, "deadline": job.spec["deadline"],
         "slack_s": deadline - now, "eta": _iso(eta),
         "predicted_violation": bool(eta and eta > deadline) or bool(

@@ -3,8 +3,8 @@
 Jobs arrive as a Poisson process; each picks a model from a mix; its iterations to the target
 from a random initial prompt are drawn log-normally around a per-model median, and its
 iterations from a Prompt Bank prompt are that times a bank/random step ratio (log-normal around
-the median ratio of the convergence file; above 1 where the bank's start is worse). The deadline is arrival + k x the job's duration at a
-reference GPU count, with k uniform in a range.
+the median ratio of the convergence file; above 1 where the bank's start is worse). The deadline
+is arrival + k x the job's duration at a reference GPU count, with k uniform in a range.
 
 Convergence file (`--convergence FILE`, JSON):
     {"bank_over_random_median": 0.5, "bank_over_random_sigma": 0.3,

@@ -314,7 +314,7 @@ def _record_resize_stop(state: JobState, slurm_state: str | None) -> None:
     still the state to resume, so the attempt stopped as asked.
     """
     attempt = state.current_attempt
-    if attempt is not None and attempt.state not in ENDED_ATTEMPT_STATES:
+    if attempt.state not in ENDED_ATTEMPT_STATES:  # re-checked under the registry's lock
         attempt.state = "STOPPED"
         attempt.ended_at = attempt.ended_at or utcnow()
         attempt.reason = ("stopped for a resize before training started"
@@ -345,9 +345,10 @@ def complete_resizes(registry: Registry, jobs: list[LiveJob], profile: Profile, 
             if job.attempt_alive:
                 still.append(job)
                 continue
-            slurm_state = job.slurm.state if job.slurm is not None else None
-            job.state = registry.update(job.job_id,
-                                        lambda st: _record_resize_stop(st, slurm_state))
+            if job.state.current_attempt.state not in ENDED_ATTEMPT_STATES:
+                slurm_state = job.slurm.state if job.slurm is not None else None
+                job.state = registry.update(job.job_id,
+                                            lambda st: _record_resize_stop(st, slurm_state))
             gpus = job.state.pending_resize["gpus"]
             if gpus == 0:  # checkpointed to give its GPUs back: it waits in the queue
                 job.state = registry.update(job.job_id, _requeue_stopped)
