@@ -153,12 +153,20 @@ def test_time_limit_requeues_the_same_job_and_resumes(tmp_path: Path):
     itself (same Slurm job, same size) and resumes, until it is done.
 
     Slurm checks the warning time about once a minute, so USR2 comes between 20 s and 80 s into
-    each run: after start-up, and before a 1,800-step job can finish (< 23 steps/s here)."""
+    each run: after start-up, and before the job can finish. The job's length is set from this
+    machine's measured speed (one thread, as the Slurm task has), so that it trains for about
+    150 s whether the cores are idle or busy."""
+    calibration = tiny_spec(tmp_path, name="speed", training=TRAINING | {"max_steps": 300})
+    measured = run_cli("run", str(calibration), "--dir", str(tmp_path / "speed"), "--json",
+                       env={"OMP_NUM_THREADS": "1"}, timeout=600)
+    assert measured.returncode == 0, measured.stderr
+    speed = json.loads((tmp_path / "speed" / "progress.json").read_text())["steps_per_s"]
+    max_steps = max(1800, int(speed * 150))
     profile = tmp_path / "short.yaml"
     profile.write_text("executor: slurm\npartition: debug\ngpus_per_node: 8\ngpu_budget: 8\n"
                        "time_limit_min: 2\nsignal_lead_s: 40\ncpus_per_gpu: 1\n")
-    spec = tiny_spec(tmp_path, name="timelimit", training=TRAINING | {"max_steps": 1800},
-                     gpus={"min": 1, "max": 1}, deadline="2h")
+    spec = tiny_spec(tmp_path, name="timelimit", training=TRAINING | {"max_steps": max_steps},
+                     gpus={"min": 1, "max": 1}, deadline="24h")
     result = run_cli("submit", str(spec), "--json", env={"PTCTL_PROFILE": str(profile)})
     assert result.returncode == 0, result.stderr
     watch = Watch(json.loads(result.stdout)["job_id"])
@@ -167,5 +175,5 @@ def test_time_limit_requeues_the_same_job_and_resumes(tmp_path: Path):
     assert len(status["attempts"]) == 1, "requeued by Slurm, not resubmitted"
     progress = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id /
                            "progress.json").read_text())
-    assert progress["resumed_from_step"] > 0, "never hit the time limit"
-    assert_finished_without_loss(watch, status, 1, max_steps=1800)
+    assert progress["resumed_from_step"] > 0, f"never hit the time limit ({speed:.0f} steps/s)"
+    assert_finished_without_loss(watch, status, 1, max_steps=max_steps)
