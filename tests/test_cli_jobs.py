@@ -34,6 +34,23 @@ def tiny_spec(tmp_path: Path, **overrides) -> Path:
     return path
 
 
+def steps_for_seconds(tmp_path: Path, training: dict, seconds: float, at_least: int) -> int:
+    """Training steps that take about `seconds` on this machine now, never fewer than `at_least`.
+
+    Tests that act on a running Slurm job (cancel, requeue, resize, time limit) need it to still
+    be running when they act; an idle machine trains several times faster than a loaded one, so
+    the job's length comes from a short measured run on one thread, as each Slurm task has."""
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    spec = tiny_spec(folder, name="speed", training=training | {
+        "max_steps": 200, "eval_every": 200, "checkpoint_every": 200})
+    result = run_cli("run", str(spec), "--dir", str(folder / "run"), "--json",
+                     env={"OMP_NUM_THREADS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    speed = json.loads((folder / "run" / "progress.json").read_text())["steps_per_s"]
+    return max(at_least, int(speed * seconds))
+
+
 @pytest.mark.parametrize("path,value,expected", BAD_VALUES[::3],
                          ids=[f"{p}={v!r}" for p, v, _ in BAD_VALUES[::3]])
 def test_submit_bad_spec_exit_2_and_nothing_written(tmp_path: Path, path, value, expected):

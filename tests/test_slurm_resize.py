@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import run_cli
-from test_cli_jobs import tiny_spec
+from test_cli_jobs import steps_for_seconds, tiny_spec
 from test_slurm_jobs import SLURM, rebalance_until
 from test_slurm_local import local_cluster  # noqa: F401
 
@@ -38,13 +38,18 @@ def wait_step_beyond(job_id: str, step: int, timeout: float = 120) -> dict:
 
 
 def test_resize_grow_and_shrink_keeps_the_result(tmp_path: Path):
-    spec = tiny_spec(tmp_path, name="elastic", training=TRAINING, gpus={"min": 1, "max": 4})
+    # Long enough (about 45 s on one rank) to still be running through both resizes.
+    training = TRAINING | {"max_steps": steps_for_seconds(tmp_path, TRAINING, 45, 400)}
+    spec = tiny_spec(tmp_path, name="elastic", training=training, gpus={"min": 1, "max": 4},
+                     deadline="24h")
     # One thread, as each Slurm task has (cpus_per_gpu: 1): same kernels, same float sums.
     reference = run_cli("run", str(spec), "--dir", str(tmp_path / "reference"), "--gpus", "1",
                         "--json", env={"OMP_NUM_THREADS": "1"}, timeout=600)
     assert reference.returncode == 0, reference.stderr
 
-    submitted = json.loads(run_cli("submit", str(spec), "--json", env=SLURM).stdout)
+    result = run_cli("submit", str(spec), "--json", env=SLURM)
+    assert result.returncode == 0, result.stderr
+    submitted = json.loads(result.stdout)
     job_id = submitted["job_id"]
     assert submitted["launched_gpus"] == 1
     status = wait_step_beyond(job_id, 0)
