@@ -149,6 +149,30 @@ def test_prompttuner_commits_only_what_keeps_committed_jobs_on_time():
     assert decisions[0].memory["pt_committed"] is True and decisions[0].gpus > 0
 
 
+def test_prompttuner_does_not_preempt_a_job_for_one_that_can_wait():
+    """Equal jobs with distant deadlines do not take turns (each turn costs a checkpoint and a
+    restart): the queued ones start as the running ones end. A queued job that would miss its
+    deadline by waiting does preempt."""
+    cluster = ClusterModel(2, slot_s=60, resize_cost=ResizeCost(5, 5, 5, 5))
+    single = ThroughputCurve("m", 32, {1: 1.0})
+
+    def job(job_id, remaining, deadline, gpus=0):
+        return view(job_id, remaining=remaining, deadline=deadline, gpus=gpus, curve=single,
+                    max_gpus=1, memory={"pt_committed": True})
+
+    # Two running jobs have made progress, so they have more slack than the queued ones.
+    jobs = [job("r1", 20, 86400, gpus=1), job("r2", 30, 86400, gpus=1)] + [
+        job(f"q{i}", 60, 86400) for i in range(4)]
+    decisions = decide("prompttuner", 0.0, 2, jobs, cluster)
+    assert [(d.job_id, d.action, d.gpus) for d in decisions[:2]] == [
+        ("r1", "keep", 1), ("r2", "keep", 1)]
+    assert all(d.gpus == 0 for d in decisions[2:])
+    # q0 cannot wait 20 s for r1 to end: it takes a GPU now, from the job with most slack.
+    jobs[2] = job("q0", 60, 90)
+    decisions = {d.job_id: d.gpus for d in decide("prompttuner", 0.0, 2, jobs, cluster)}
+    assert decisions["q0"] == 1 and sum(decisions.values()) == 2
+
+
 def test_histogram_keepalive():
     assert histogram_keepalive_s([]) == 0.0
     assert histogram_keepalive_s([10.0] * 99 + [1e9]) < 4 * 3600 + 1

@@ -31,6 +31,7 @@ Invariants (property-tested): the sum of `gpus` never exceeds `gpu_budget`, and 
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
@@ -742,7 +743,9 @@ class PromptTunerPolicy(Policy):
     1. Each job's need is the smallest allowed count that finishes `remaining + z*sd`
        iterations by its deadline, counting the resize cost (`gpu_need`).
     2. Jobs are served least-slack first with that minimal allocation; a job whose need does not
-       fit waits (queued) or keeps what it has if that still fits.
+       fit waits (queued) or keeps what it has if that still fits. A queued job that can wait
+       for running jobs to end and still meet its deadline is served after them: it does not
+       preempt them (`_can_wait`).
     3. Running jobs ahead of schedule give GPUs back only when the saving outweighs the resize
        cost and they have not been resized for `hold_s` (hysteresis: no thrashing).
     4. Spare GPUs go only to jobs at risk (slack below a fraction of their time to finish).
@@ -786,9 +789,12 @@ class PromptTunerPolicy(Policy):
         committed = self._commitments(now_s, gpu_budget, jobs, cluster, plans) if s.commit else {}
         free = gpu_budget
         target: dict[str, int] = {}
-        feasible = sorted((p for p in plans if p[4]),
+        by_slack = sorted((p for p in plans if p[4]),
                           key=lambda p: (not committed.get(p[0].job_id, True), p[2],
                                          p[0].deadline_s, p[0].job_id))
+        waits = self._can_wait(by_slack, gpu_budget)
+        feasible = sorted(by_slack, key=lambda p: (not committed.get(p[0].job_id, True),
+                                                   p[0].job_id in waits))
         for job, need, _, _, _ in feasible:
             if need <= free:
                 target[job.job_id] = need
@@ -826,6 +832,39 @@ class PromptTunerPolicy(Policy):
             out.append(_decision(job, g, reason, finish, infeasible=not feasible_job,
                                  memory_update=update))
         return out
+
+    def _can_wait(self, by_slack: list, gpu_budget: int) -> set[str]:
+        """Queued jobs that can wait for running ones to end instead of preempting them.
+
+        Stopping a running job costs its checkpoint and a restart and gains nothing if the job
+        it makes room for would still meet its deadline starting when GPUs free up anyway. So
+        the queued jobs are list-scheduled, least slack first, on the GPUs free now and those
+        freed as jobs end (running ones after their planned remaining work at their present
+        size, queued ones after theirs at their need); a job can wait if it starts there while
+        it would still not be at risk. Without this, equal jobs take turns: one that has made
+        progress always has more slack than one still queued, so each round stopped the job
+        that had just started."""
+        running = [(remaining / job.rate(job.gpus), job.gpus)
+                   for job, _, _, remaining, _ in by_slack if job.gpus > 0]
+        releases = running + [(0.0, max(0, gpu_budget - sum(g for _, g in running)))]
+        heapq.heapify(releases)
+        waits = set()
+        for job, need, slack, remaining, _ in by_slack:
+            if job.gpus > 0:
+                continue
+            got, start = 0, 0.0
+            while got < need and releases:
+                start, gpus = heapq.heappop(releases)
+                got += gpus
+            if got < need:
+                break  # more than the whole budget: this one and the rest cannot wait
+            if got > need:
+                heapq.heappush(releases, (start, got - need))
+            run_s = remaining / job.rate(need)
+            heapq.heappush(releases, (start + run_s, need))
+            if slack - start >= self.settings.risk_slack_fraction * run_s:
+                waits.add(job.job_id)
+        return waits
 
     def _commitments(self, now_s: float, gpu_budget: int, jobs: list[JobView],
                      cluster: ClusterModel, plans: list) -> dict[str, bool]:
