@@ -17,7 +17,8 @@ import torch
 from ptctl.errors import BadInputError, CorruptFileError
 from ptctl.jobs.spec import PromptSpec, TaskSpec, load_spec
 from ptctl.tuning import checkpoint as ck
-from ptctl.tuning.data import Batch, example_losses, label_scores, load_task, prompt_losses
+from ptctl.tuning.data import (Batch, example_losses, label_scores, load_task,
+                               prompt_label_losses, prompt_losses)
 from ptctl.tuning.launch import launch
 from ptctl.tuning.models import load_base_model, model_identity
 from ptctl.tuning.prompt import build_prompt_model, prompt_parameter, read_adapter
@@ -105,6 +106,29 @@ def test_prompt_losses_match_peft_forward(tmp_path):
     gold = torch.tensor([ex.label for ex in examples])
     batch_loss = example_losses(model, base.unsqueeze(0), Batch.of(examples, 0))
     assert torch.allclose(-scores.gather(1, gold[:, None])[:, 0], batch_loss, atol=1e-5)
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["multi-token words", "single-token words"])
+def test_prompt_label_losses_are_the_rank_classification_loss(tiny, tmp_path, single):
+    """The bank's scorer: cross-entropy of the gold label among the label words, as evaluation
+    scores them, for every candidate at once (both the one-pass and the per-label path)."""
+    model, tokenizer = tiny
+    # Byte tokens: one-letter words after a template ending in a space are one token each.
+    words = {"label_words": {"negative": "n", "positive": "p"},
+             "template": "{text}\nLabel: "} if single else {}
+    task = load_task(TaskSpec(source=str(write_task(tmp_path / "d.jsonl")), eval_samples=10,
+                              **words), tokenizer)
+    assert all(len(ids) == 1 for ids in task.label_token_ids) == single
+    gen = torch.Generator().manual_seed(0)
+    prompts = torch.randn(3, 5, model.config.hidden_size, generator=gen)
+    examples = task.train[:7]
+    ours = prompt_label_losses(model, tokenizer, prompts, examples, task.label_token_ids,
+                               max_batch=4)
+    gold = torch.tensor([ex.label for ex in examples])
+    for p, value in zip(prompts, ours):
+        scores = label_scores(model, p, examples, task.label_token_ids, tokenizer.pad_token_id)
+        expected = torch.nn.functional.cross_entropy(scores.log_softmax(-1), gold)
+        assert value.item() == pytest.approx(expected.item(), abs=1e-5)
 
 
 def test_task_split_is_seeded_and_labels_sorted(tiny, tmp_path):

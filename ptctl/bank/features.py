@@ -104,10 +104,11 @@ class TaskEncoder:
         return (vec / max(float(np.linalg.norm(vec)), 1e-8)).astype(np.float32)
 
 
-def scoring_examples(task: TaskSpec, tokenizer, count: int, max_text_tokens: int = 40
-                     ) -> tuple[list[Example], list[str], list[str]]:
+def scoring_examples(task: TaskSpec, tokenizer, count: int, max_text_tokens: int = 32
+                     ) -> tuple[list[Example], list[str], list[str], tuple[tuple[int, ...], ...]]:
     """`count` training examples dealt round-robin over the labels (so no label word is
-    favoured), plus a few raw texts and the label words for the task embedding.
+    favoured), a few raw texts and the label words for the task embedding, and the label
+    words' token ids for rank-classification scoring.
 
     Only the rows needed are tokenised (eval split kept tiny), and the texts are cut to
     `max_text_tokens` so that scoring stays cheap."""
@@ -126,4 +127,4 @@ def scoring_examples(task: TaskSpec, tokenizer, count: int, max_text_tokens: int
     if not picked:
         raise BadInputError(f"{task.source}: no training examples to score prompts with")
     texts = [task.template.format(text=ex.text[:300]) for ex in data.train[:16]]
-    return picked, texts, list(data.label_words)
+    return picked, texts, list(data.label_words), data.label_token_ids

@@ -147,7 +147,7 @@ def _task_texts(entry: Entry, tokenizer) -> tuple[list[str], list[str]]:
 
     if entry.task_spec:
         try:
-            _, texts, words = scoring_examples(TaskSpec(**entry.task_spec), tokenizer, 4)
+            _, texts, words, _ = scoring_examples(TaskSpec(**entry.task_spec), tokenizer, 4)
             return texts, words
         except (PtctlError, TypeError, ValueError):
             pass

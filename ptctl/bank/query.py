@@ -1,7 +1,8 @@
 """Choosing a new job's initial prompt: the two-layer search, or all entries (--exhaustive).
 
-A candidate's score is the mean label-word loss of the new task's samples read after that
-prompt (ptctl.tuning.data.prompt_losses: candidates batched, no peft). Layer 1 scores cluster
+A candidate's score is its rank-classification loss on a few samples of the new task: the
+cross-entropy of each sample's label among the task's label words, read after that prompt, as
+evaluation ranks them (ptctl.tuning.data.prompt_label_losses: candidates batched, no peft). Layer 1 scores cluster
 medoids; layer 2 the members of the best clusters. The predicted number of steps comes from how
 fast the best-scoring entries' own jobs converged.
 """
@@ -20,14 +21,14 @@ from ptctl.errors import BadInputError, NotFoundError
 from ptctl.jobs.spec import JobSpec
 
 Progress = Callable[[str, int, int], None]
-SAMPLES = 4          # task samples each candidate is scored on
+SAMPLES = 8          # task samples each candidate is scored on
 SCORE_BATCH = 64     # sequences per forward pass
 
 
 @dataclass
 class QueryResult:
     prompt_id: str
-    score: float                 # mean label-word loss on the task's samples (lower = better)
+    score: float                 # rank-classification loss on the task's samples (lower = better)
     predicted_steps: int
     candidates_scored: int
     seconds: float               # the search: samples, features, LM scoring
@@ -74,7 +75,7 @@ def run_query(snap: Snapshot, spec: JobSpec, model, tokenizer, *, exhaustive: bo
     import torch
 
     from ptctl.bank.features import TaskEncoder, scoring_examples
-    from ptctl.tuning.data import prompt_losses
+    from ptctl.tuning.data import prompt_label_losses
 
     check_model(snap, spec)
     started = time.perf_counter()
@@ -82,7 +83,7 @@ def run_query(snap: Snapshot, spec: JobSpec, model, tokenizer, *, exhaustive: bo
     eligible = [e for e in snap.entries if e.virtual_tokens == vt]
     if not eligible:
         raise NotFoundError(f"{snap.root}: no entry with virtual_tokens={vt}")
-    examples, texts, words = scoring_examples(spec.task, tokenizer, samples)
+    examples, texts, words, label_ids = scoring_examples(spec.task, tokenizer, samples)
     by_id = {e.id: e for e in eligible}
     row = {e.id: i for i, e in enumerate(snap.entries)}
     planned = len(eligible) if exhaustive else budget.total(len(eligible))
@@ -90,7 +91,8 @@ def run_query(snap: Snapshot, spec: JobSpec, model, tokenizer, *, exhaustive: bo
 
     def score(ids: list[str]) -> np.ndarray:
         prompts = torch.stack([snap.prompt(by_id[i]) for i in ids])
-        losses = prompt_losses(model, tokenizer, prompts, examples, max_batch=SCORE_BATCH)
+        losses = prompt_label_losses(model, tokenizer, prompts, examples, label_ids,
+                                     max_batch=SCORE_BATCH)
         done[0] += len(ids)
         if progress:
             progress("scoring", done[0], planned)
@@ -174,7 +176,7 @@ def scored_matrix(snap: Snapshot, tasks: list, model, tokenizer, samples: int = 
     import torch
 
     from ptctl.bank.features import scoring_examples
-    from ptctl.tuning.data import prompt_losses
+    from ptctl.tuning.data import prompt_label_losses
 
     by_length: dict[int, list[int]] = {}
     for j, e in enumerate(snap.entries):
@@ -182,12 +184,12 @@ def scored_matrix(snap: Snapshot, tasks: list, model, tokenizer, samples: int = 
     tensors = {j: snap.prompt(e) for j, e in enumerate(snap.entries)}
     out = np.zeros((len(tasks), len(snap.entries)), dtype=np.float32)
     for t, task in enumerate(tasks):
-        examples, _, _ = scoring_examples(task, tokenizer, samples)
+        examples, _, _, label_ids = scoring_examples(task, tokenizer, samples)
         for cols in by_length.values():
             prompts = torch.stack([tensors[j] for j in cols])
             with torch.inference_mode():
-                out[t, cols] = prompt_losses(model, tokenizer, prompts, examples,
-                                             max_batch=SCORE_BATCH).numpy()
+                out[t, cols] = prompt_label_losses(model, tokenizer, prompts, examples,
+                                                   label_ids, max_batch=SCORE_BATCH).numpy()
         if progress:
             progress("selection", t + 1, len(tasks))
     return out

@@ -12,6 +12,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from ptctl.bank.query import SAMPLES
 from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
 from ptctl.errors import BadInputError, CorruptFileError, NotFoundError
@@ -150,7 +151,7 @@ def query(
     spec_file: Annotated[Path, typer.Argument(help="Job spec (YAML).", metavar="SPEC.yaml")],
     exhaustive: Annotated[bool, typer.Option(
         "--exhaustive", help="Score every entry (the quality reference; slow).")] = False,
-    samples: Annotated[int, typer.Option("--samples", help="Task samples per candidate.")] = 4,
+    samples: Annotated[int, typer.Option("--samples", help="Task samples per candidate.")] = SAMPLES,
     bank_dir: BankDirOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,

@@ -304,31 +304,75 @@ def example_losses(model, prompts: torch.Tensor, batch: Batch) -> torch.Tensor:
     return -token.sum(1) / batch.mask.sum(1)
 
 
-@torch.no_grad()
-def prompt_losses(model, tokenizer, prompts: torch.Tensor, examples: list[Example],
-                  max_batch: int = 64) -> torch.Tensor:
-    """Mean label-word loss [N] of each candidate prompt in `prompts` [N, T, H] on `examples`.
-
-    The Prompt Bank's scorer: N x len(examples) forward passes, batched up to `max_batch`
-    sequences, without peft. Equal to the loss of a peft PromptTuningConfig model holding that
-    prompt (tests check it).
-    """
-    device = prompts.device
+def _candidate_batches(prompts: torch.Tensor, examples: list[Example], pad_id: int,
+                       max_batch: int):
+    """Yield (first candidate, candidates, example indices, prompts, batch): every candidate
+    prompt [N, T, H] paired with every example, up to `max_batch` sequences per forward pass
+    (examples sorted by length so that a batch holds little padding)."""
     n, count = prompts.shape[0], len(examples)
-    out = torch.zeros(n, device=device)
-    examples = sorted(examples, key=lambda ex: ex.length)
+    order = sorted(range(count), key=lambda i: examples[i].length)
     chunk = max(1, max_batch // max(1, count)) if count <= max_batch else 1
     for lo in range(0, count, max_batch):
-        part = examples[lo:lo + max_batch]
-        batch = Batch.of(part, tokenizer.pad_token_id, device)
+        index = order[lo:lo + max_batch]
+        batch = Batch.of([examples[i] for i in index], pad_id, prompts.device)
         for p in range(0, n, chunk):
             group = prompts[p:p + chunk]
             g = group.shape[0]
             rep = Batch(batch.input_ids.repeat(g, 1), batch.positions.repeat(g, 1),
                         batch.targets.repeat(g, 1), batch.mask.repeat(g, 1))
-            losses = example_losses(model, group.repeat_interleave(len(part), dim=0), rep)
-            out[p:p + g] += losses.view(g, len(part)).sum(1)
-    return out / count
+            yield p, g, index, group.repeat_interleave(len(index), dim=0), rep
+
+
+@torch.no_grad()
+def prompt_losses(model, tokenizer, prompts: torch.Tensor, examples: list[Example],
+                  max_batch: int = 64) -> torch.Tensor:
+    """Mean label-word loss [N] of each candidate prompt in `prompts` [N, T, H] on `examples`:
+    the training loss (the true label's tokens against the whole vocabulary).
+
+    N x len(examples) forward passes, batched up to `max_batch` sequences, without peft. Equal
+    to the loss of a peft PromptTuningConfig model holding that prompt (tests check it).
+    """
+    out = torch.zeros(prompts.shape[0], device=prompts.device)
+    for p, g, index, group, batch in _candidate_batches(prompts, examples,
+                                                        tokenizer.pad_token_id, max_batch):
+        out[p:p + g] += example_losses(model, group, batch).view(g, len(index)).sum(1)
+    return out / len(examples)
+
+
+@torch.no_grad()
+def prompt_label_losses(model, tokenizer, prompts: torch.Tensor, examples: list[Example],
+                        label_token_ids: tuple[tuple[int, ...], ...], max_batch: int = 64
+                        ) -> torch.Tensor:
+    """Rank-classification loss [N] of each candidate prompt: the cross-entropy of each
+    example's label among the task's label words, scored as evaluation scores them
+    (`label_scores`). The Prompt Bank's scorer.
+
+    Accuracy, and so a job's target, depends only on how the label words rank against each
+    other; the whole-vocabulary loss is dominated by how much mass a prompt gives these words
+    at all (8-14 nats for a prompt tuned on other words, against under 1 nat for telling the
+    classes apart), so it picks prompts that say the words rather than ones that classify.
+    Single-token label words need one forward pass per (candidate, example), as the training
+    loss does; longer words one per (candidate, example, label)."""
+    n, labels = prompts.shape[0], len(label_token_ids)
+    truth = torch.tensor([ex.label for ex in examples], device=prompts.device)
+    scores = torch.zeros(n, len(examples), labels, device=prompts.device)
+    single = all(len(ids) == 1 for ids in label_token_ids)
+    if single:
+        cols = torch.tensor([ids[0] for ids in label_token_ids], device=prompts.device)
+        for p, g, index, group, batch in _candidate_batches(prompts, examples,
+                                                            tokenizer.pad_token_id, max_batch):
+            logp = logits_at(model, group, batch.input_ids, batch.positions[:, :1])[:, 0]
+            scores[p:p + g, index] = logp.log_softmax(-1)[:, cols].view(g, len(index), labels)
+    else:
+        expanded = [Example(ex.text, k, ex.input_ids, ids) for ex in examples
+                    for k, ids in enumerate(label_token_ids)]
+        flat = scores.view(n, -1)
+        for p, g, index, group, batch in _candidate_batches(prompts, expanded,
+                                                            tokenizer.pad_token_id, max_batch):
+            flat[p:p + g, index] = -example_losses(model, group, batch).view(g, len(index))
+    logp = scores.log_softmax(-1)
+    picked = logp.gather(-1, truth.view(1, -1, 1).expand(n, -1, 1)).squeeze(-1)
+    return -picked.mean(1)
 
 
 @torch.no_grad()
