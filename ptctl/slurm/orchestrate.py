@@ -261,19 +261,28 @@ def reconcile(registry: Registry, job: LiveJob, profile: Profile, tick: Tick) ->
     # The attempt has ended without finishing the job.
     if state.pending_resize:
         return  # complete_resizes relaunches it
-    ended_ok = attempt.state == "STOPPED"
+    outcome: dict[str, bool] = {}
 
     def record(st: JobState) -> None:
+        # Decide on the state read under the lock: the attempt may have recorded its own end
+        # (finished, or stopped) after this round loaded the job and before Slurm was polled.
         cur = st.current_attempt
+        if (st.is_terminal or st.phase == "finished" or st.pending_resize or cur is None
+                or cur.slurm_job_id != attempt.slurm_job_id or cur.state == "COMPLETED"):
+            return
+        outcome["ended_ok"] = cur.state == "STOPPED"
         if cur.state not in ENDED_ATTEMPT_STATES:
             cur.state = job.slurm.state if job.slurm is not None else "LOST"
             cur.ended_at = cur.ended_at or utcnow()
-        if not ended_ok:
+        if not outcome["ended_ok"]:
             st.failures += 1
         st.phase = "queued"
         st.gpus = 0
 
     job.state = registry.update(job.job_id, record)
+    if "ended_ok" not in outcome:
+        return
+    ended_ok = outcome["ended_ok"]
     if not ended_ok and job.state.failures >= profile.max_attempts:
         tail = log_tail(registry, job.job_id, lines=5)
         job.state = registry.update(job.job_id, lambda st: _fail(st, tail))

@@ -1,0 +1,46 @@
+"""Reconciling the registry with Slurm when an attempt records its own end during the round.
+
+A rebalance round loads the jobs, then polls Slurm. An attempt that finishes (or checkpoints and
+stops) in between has already written its end to the registry, but the round's snapshot still
+reads RUNNING, and Slurm no longer lists it. The live build of the seed bank hit this: a finished
+job was counted as a failure, requeued and launched once more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ptctl.config import Profile
+from ptctl.jobs.registry import Registry, SlurmAttempt
+from ptctl.slurm import orchestrate
+from ptctl.slurm.cluster import SlurmJobState
+
+
+@pytest.mark.parametrize("own_end,phase,action", [
+    ("COMPLETED", "finished", None),    # it finished: nothing to do
+    ("STOPPED", "running", "requeue"),  # it checkpointed and stopped: requeue, not a failure
+])
+def test_an_attempt_ending_during_the_round_is_not_a_failure(tmp_path: Path, own_end, phase,
+                                                               action):
+    registry = Registry(tmp_path)
+    attempt = SlurmAttempt("41", 1, "2026-11-21T18:00:00.000+00:00",
+                           started_at="2026-11-21T18:00:05.000+00:00", state="RUNNING")
+    job_id = registry.create("race", {"name": "race"}, deadline="2030-01-01T00:00:00+00:00",
+                             phase="running", gpus=1, attempts=[attempt]).job_id
+    snapshot = orchestrate.load_job(registry, job_id)  # the round loads the job...
+
+    def own_end_record(st):  # ... the attempt records its end ...
+        st.current_attempt.state = own_end
+        st.current_attempt.ended_at = "2026-11-21T18:05:00.000+00:00"
+        st.phase = phase
+    registry.update(job_id, own_end_record)
+    snapshot.slurm = SlurmJobState(job_id="41", state="COMPLETED")  # ... and Slurm says ended
+    tick = orchestrate.Tick(now=0.0)
+    orchestrate.reconcile(registry, snapshot, Profile(name="test"), tick)
+
+    after = registry.load(job_id)
+    assert after.failures == 0
+    assert [a.state for a in after.attempts] == [own_end]
+    assert after.phase == ("finished" if own_end == "COMPLETED" else "queued")
+    assert [a["action"] for a in tick.actions] == ([action] if action else [])
