@@ -27,36 +27,71 @@ import tempfile
 import time
 from pathlib import Path
 
+from ptctl.bank.query import SAMPLES
+
 # Targets follow the seed bank's rule (bank_data/sources.yaml): halfway from the majority-class
 # accuracy of the eval split (64 samples; `majority`) to 1, rounded to the nearest 0.05.
 # `report --fraction F` re-reads the recorded curves with the target majority + F (1 - majority)
 # for F <= 0.5 (a run stops at its own target, so a higher target cannot be read back).
 HELD_OUT = {
-    # New label-word variants of the packaged corpora; none is a source of the seed bank.
+    # --- set "new-words": new label-word variants of the packaged corpora; none is a source of
+    # the seed bank, and their answer words are words no bank prompt was tuned to raise.
     "tweets-great-vs-awful": {        # eval majority 0.70
+        "set": "new-words",
         "task": {"source": "tweet-sentiment", "label_map": {"negative": "awful",
                                                             "positive": "great"}},
         "init_text": "Is the feeling of this tweet great or awful?",
         "majority": 45 / 64, "target": 0.85,
     },
     "bbc-tech-vs-sport": {            # eval majority 0.56
+        "set": "new-words",
         "task": {"source": "bbc-topics", "label_map": {"tech": "technology",
                                                        "sport": "sports"}},
         "init_text": "Is this news article about technology or sports?",
         "majority": 36 / 64, "target": 0.8,
     },
     "tweets-angry-vs-calm": {         # eval majority 0.50
+        "set": "new-words",
         "task": {"source": "tweet-sentiment", "label_map": {"negative": "angry",
                                                             "neutral": "calm"}},
         "init_text": "Is the writer of this tweet angry or calm?",
         "majority": 32 / 64, "target": 0.75,
     },
+    # --- set "seen-words": new tasks (class subsets no source has) whose answer words are words
+    # bank sources answer with: the case the Prompt Bank is for, a new task near earlier ones.
+    # Chosen, with their targets, before the 60-step bank was built or any of them was run.
+    "bbc-business-vs-politics": {     # eval majority 0.61
+        "set": "seen-words",
+        "task": {"source": "bbc-topics", "label_map": {"business": "business",
+                                                       "politics": "politics"}},
+        "init_text": "Is this news article about business or politics?",
+        "majority": 39 / 64, "target": 0.8,
+    },
+    "bbc-entertainment-vs-tech": {    # eval majority 0.53
+        "set": "seen-words",
+        "task": {"source": "bbc-topics", "label_map": {"entertainment": "entertainment",
+                                                       "tech": "tech"}},
+        "init_text": "Is this news article about entertainment or tech?",
+        "majority": 34 / 64, "target": 0.75,
+    },
+    "tweets-neg-vs-neutral": {        # eval majority 0.50
+        "set": "seen-words",
+        "task": {"source": "tweet-sentiment", "label_map": {"negative": "negative",
+                                                            "neutral": "neutral"}},
+        "init_text": "Is the sentiment of this tweet negative or neutral?",
+        "majority": 32 / 64, "target": 0.75,
+    },
 }
+SETS = sorted({t["set"] for t in HELD_OUT.values()})
 # The seed bank's own training settings (bank_data/sources.yaml), with a smaller step cap.
-MAX_STEPS = 20
+MAX_STEPS = 60
 EVAL_EVERY = 5
 EVAL_SAMPLES = 64
 SETTINGS = {"global_batch_size": 4, "max_length": 32, "learning_rate": 0.05}
+
+
+# How `ptctl bank query` scores candidates (recorded with each bank run).
+SCORER = f"rank-classification loss, {SAMPLES} samples"
 
 
 def make_spec(task: str, init: str, seed: int, max_steps: int = MAX_STEPS,
@@ -110,8 +145,10 @@ def run(args) -> None:
                 if r.get("settings") == settings:
                     done[(r["task"], r["init"], r["seed"])] = r
     picks: dict[tuple[str, str], tuple] = {}
+    tasks = args.tasks.split(",") if args.tasks else [
+        t for t, held in HELD_OUT.items() if args.set in ("all", held["set"])]
     for seed in range(args.seeds):
-        for task in args.tasks.split(","):
+        for task in tasks:
             for init in inits:
                 if (task, init, seed) in done:
                     continue
@@ -141,7 +178,7 @@ def run(args) -> None:
                     meta = json.loads((Path(folder) / "result" / "ptctl_meta.json").read_text())
                 target = HELD_OUT[task]["target"]
                 record = {"task": task, "init": init, "seed": seed, "prompt_id": prompt_id,
-                          "query": pick, "eval_curve": meta["eval_curve"],
+                          "query": pick, "scorer": SCORER if init.startswith("bank") else None, "eval_curve": meta["eval_curve"],
                           "loss_curve": meta["loss_curve"], "target": target,
                           "steps_to_target": steps_to(meta["eval_curve"], target),
                           "reason": outcome.reason, "max_steps": args.max_steps,
@@ -332,7 +369,9 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("--inits", default="bank,bank-exhaustive,random,text",
                    help="comma list of bank, bank-exhaustive, random, text")
-    r.add_argument("--tasks", default=",".join(HELD_OUT))
+    r.add_argument("--tasks", default=None, help="comma list of held-out tasks "
+                   "(default: every task of --set)")
+    r.add_argument("--set", default="seen-words", choices=SETS + ["all"])
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--max-steps", type=int, default=MAX_STEPS)
     r.add_argument("--eval-every", type=int, default=EVAL_EVERY)

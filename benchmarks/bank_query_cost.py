@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
                                                   "bank_data"))
     parser.add_argument("--task", default="tweets-great-vs-awful")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="task samples per candidate (default: ptctl bank query's)")
     args = parser.parse_args()
 
     import torch
@@ -81,7 +83,7 @@ def main() -> None:
     from bank_convergence import make_spec
 
     from ptctl.bank.features import TaskEncoder
-    from ptctl.bank.query import run_query
+    from ptctl.bank.query import SAMPLES, run_query
     from ptctl.bank.store import Bank
     from ptctl.tuning.models import load_base_model
 
@@ -93,7 +95,9 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     with torch.inference_mode():  # one-off kernel set-up, paid once by any process
         model(torch.zeros((4, 32), dtype=torch.long))
-    print(f"model + encoder load: {load_s:.1f} s; torch threads {torch.get_num_threads()}")
+    samples = args.samples or SAMPLES
+    print(f"model + encoder load: {load_s:.1f} s; torch threads {torch.get_num_threads()}; "
+          f"{samples} samples per candidate")
     print("| entries | clusters | mode | LM-scored candidates | sqrt(N) | search s | open s "
           "| build s | pick from | same as exhaustive | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -115,13 +119,15 @@ def main() -> None:
             for exhaustive in modes:
                 load = os.getloadavg()[0]
                 with torch.inference_mode():
-                    r = run_query(snap, spec, model, tokenizer, exhaustive=exhaustive)
+                    r = run_query(snap, spec, model, tokenizer, exhaustive=exhaustive,
+                                  samples=samples)
                 n = len(snap.entries)
                 base = r.prompt_id.split("-copy")[0]
                 if reference is None:
                     reference = base
                 row = {"entries": n, "clusters": len(snap.clusters.medoids),
-                       "exhaustive": exhaustive, "candidates_scored": r.candidates_scored,
+                       "exhaustive": exhaustive, "samples": samples,
+                       "candidates_scored": r.candidates_scored,
                        "seconds": round(r.seconds, 2), "open_seconds": round(open_s, 2),
                        "build_seconds": round(build_s, 1),
                        "prompt_id": r.prompt_id, "score": round(r.score, 4),
