@@ -21,7 +21,7 @@ from ptctl.errors import BadInputError, NotFoundError
 from ptctl.jobs.spec import JobSpec
 
 Progress = Callable[[str, int, int], None]
-SAMPLES = 4          # task samples each candidate is scored on
+SAMPLES = 8          # task samples each candidate is scored on
 SCORE_BATCH = 64     # sequences per forward pass
 
 
