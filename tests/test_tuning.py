@@ -18,7 +18,7 @@ from ptctl.errors import BadInputError, CorruptFileError
 from ptctl.jobs.spec import PromptSpec, TaskSpec, load_spec
 from ptctl.tuning import checkpoint as ck
 from ptctl.tuning.data import (Batch, example_losses, label_scores, load_task,
-                               prompt_label_losses, prompt_losses)
+                               prompt_label_losses)
 from ptctl.tuning.launch import launch
 from ptctl.tuning.models import load_base_model, model_identity
 from ptctl.tuning.prompt import build_prompt_model, prompt_parameter, read_adapter
@@ -79,7 +79,7 @@ def test_tiny_random_is_seeded_and_cached(tiny):
     assert tokenizer.decode(tokenizer(" héllo")["input_ids"]) == " héllo"
 
 
-def test_prompt_losses_match_peft_forward(tmp_path):
+def test_example_losses_match_peft_forward(tmp_path):
     model, tokenizer = load_base_model("tiny-random")  # peft wraps it: not the shared one
     task = load_task(TaskSpec(source=str(write_task(tmp_path / "d.jsonl")), eval_samples=10),
                      tokenizer)
@@ -89,7 +89,8 @@ def test_prompt_losses_match_peft_forward(tmp_path):
     base = weight.detach().clone()
     prompts = torch.stack([base, base * 0.5, torch.randn_like(base)])
     examples = task.train[:7]
-    ours = prompt_losses(model, tokenizer, prompts, examples)
+    ours = torch.stack([example_losses(model, p.unsqueeze(0), Batch.of(examples, 0)).mean()
+                        for p in prompts])
     reference = []
     for p in prompts:
         with torch.no_grad():

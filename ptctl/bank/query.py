@@ -2,9 +2,9 @@
 
 A candidate's score is its rank-classification loss on a few samples of the new task: the
 cross-entropy of each sample's label among the task's label words, read after that prompt, as
-evaluation ranks them (ptctl.tuning.data.prompt_label_losses: candidates batched, no peft). Layer 1 scores cluster
-medoids; layer 2 the members of the best clusters. The predicted number of steps comes from how
-fast the best-scoring entries' own jobs converged.
+evaluation ranks them (ptctl.tuning.data.prompt_label_losses: candidates batched, no peft).
+Layer 1 scores cluster medoids; layer 2 the members of the best clusters. The predicted number
+of steps comes from how fast the best-scoring entries' own jobs converged.
 """
 
 from __future__ import annotations

@@ -151,7 +151,8 @@ def query(
     spec_file: Annotated[Path, typer.Argument(help="Job spec (YAML).", metavar="SPEC.yaml")],
     exhaustive: Annotated[bool, typer.Option(
         "--exhaustive", help="Score every entry (the quality reference; slow).")] = False,
-    samples: Annotated[int, typer.Option("--samples", help="Task samples per candidate.")] = SAMPLES,
+    samples: Annotated[int, typer.Option(
+        "--samples", help="Task samples per candidate.")] = SAMPLES,
     bank_dir: BankDirOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,

@@ -324,22 +324,6 @@ def _candidate_batches(prompts: torch.Tensor, examples: list[Example], pad_id: i
 
 
 @torch.no_grad()
-def prompt_losses(model, tokenizer, prompts: torch.Tensor, examples: list[Example],
-                  max_batch: int = 64) -> torch.Tensor:
-    """Mean label-word loss [N] of each candidate prompt in `prompts` [N, T, H] on `examples`:
-    the training loss (the true label's tokens against the whole vocabulary).
-
-    N x len(examples) forward passes, batched up to `max_batch` sequences, without peft. Equal
-    to the loss of a peft PromptTuningConfig model holding that prompt (tests check it).
-    """
-    out = torch.zeros(prompts.shape[0], device=prompts.device)
-    for p, g, index, group, batch in _candidate_batches(prompts, examples,
-                                                        tokenizer.pad_token_id, max_batch):
-        out[p:p + g] += example_losses(model, group, batch).view(g, len(index)).sum(1)
-    return out / len(examples)
-
-
-@torch.no_grad()
 def prompt_label_losses(model, tokenizer, prompts: torch.Tensor, examples: list[Example],
                         label_token_ids: tuple[tuple[int, ...], ...], max_batch: int = 64
                         ) -> torch.Tensor:
