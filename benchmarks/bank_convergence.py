@@ -178,7 +178,8 @@ def run(args) -> None:
                     meta = json.loads((Path(folder) / "result" / "ptctl_meta.json").read_text())
                 target = HELD_OUT[task]["target"]
                 record = {"task": task, "init": init, "seed": seed, "prompt_id": prompt_id,
-                          "query": pick, "scorer": SCORER if init.startswith("bank") else None, "eval_curve": meta["eval_curve"],
+                          "query": pick, "scorer": SCORER if init.startswith("bank") else None,
+                          "eval_curve": meta["eval_curve"],
                           "loss_curve": meta["loss_curve"], "target": target,
                           "steps_to_target": steps_to(meta["eval_curve"], target),
                           "reason": outcome.reason, "max_steps": args.max_steps,

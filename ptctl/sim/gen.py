@@ -11,7 +11,7 @@ Convergence file (`--convergence FILE`, JSON):
      "random_iterations_median": {"gpt-base": 3000, ...}, "random_iterations_sigma": 0.5}
 Missing keys take DEFAULT_CONVERGENCE. The default ratio 0.5 is an assumption: the Prompt Bank
 benchmark (`benchmarks/bank_convergence.py report --convergence-out FILE`) writes this file from
-measured runs, and has not yet measured a conclusive ratio (benchmarks/RESULTS.md).
+measured runs; so far they measured 0.89, with half the runs censored (benchmarks/RESULTS.md).
 
 Throughput of the prompt-tuning models (`PROMPT_TUNING_THROUGHPUTS`, iterations/s on A100s at
 global batch 32) is an assumption stated here, shaped by the Universal Scalability Law: small
