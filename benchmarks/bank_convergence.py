@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from ptctl.bank.query import SAMPLES
+from ptctl.tuning.models import scoring_dtype
 
 # Targets follow the seed bank's rule (bank_data/sources.yaml): halfway from the majority-class
 # accuracy of the eval split (64 samples; `majority`) to 1, rounded to the nearest 0.05.
@@ -91,7 +92,7 @@ SETTINGS = {"global_batch_size": 4, "max_length": 32, "learning_rate": 0.05}
 
 
 # How `ptctl bank query` scores candidates (recorded with each bank run).
-SCORER = f"rank-classification loss, {SAMPLES} samples"
+SCORER = f"rank-classification loss, {SAMPLES} samples, {scoring_dtype()}"
 
 
 def make_spec(task: str, init: str, seed: int, max_steps: int = MAX_STEPS,

@@ -12,6 +12,8 @@ manifest and the faiss indexes under the shared lock. "pick from" is the real pr
 picked copy was made from; on a bank of copies the best pick is (a copy of) the seed bank's
 exhaustive pick, so "same as exhaustive" says whether the search found it without scoring all.
 "load" is the 1-minute load average when the query started (os.getloadavg).
+Each query runs once per scoring dtype (--dtypes: float32, then what `ptctl bank query` uses
+here), one after the other on the same bank; the ratio column is against the first.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ def main() -> None:
     parser.add_argument("--task", default="tweets-great-vs-awful")
     parser.add_argument("--samples", type=int, default=None,
                         help="task samples per candidate (default: ptctl bank query's)")
+    parser.add_argument("--dtypes", default="float32,auto",
+                        help="scoring dtypes to time, the first is the baseline of the ratio "
+                             "(auto: what ptctl bank query uses on this machine)")
     args = parser.parse_args()
 
     import torch
@@ -85,26 +90,32 @@ def main() -> None:
     from ptctl.bank.features import TaskEncoder
     from ptctl.bank.query import SAMPLES, run_query
     from ptctl.bank.store import Bank
-    from ptctl.tuning.models import load_base_model
+    from ptctl.tuning.models import load_base_model, scoring_dtype
 
     seed = Bank.for_model(args.bank_dir, "smollm2-135m")
     spec = make_spec(args.task, "bank", 0, 10)
+    dtypes = [scoring_dtype(d) for d in args.dtypes.split(",")]
+    models = {}
     t0 = time.perf_counter()
-    model, tokenizer = load_base_model(spec.model)
+    for dtype in dtypes:
+        models[dtype] = load_base_model(spec.model, dtype=dtype)
+        with torch.inference_mode():  # one-off kernel set-up, paid once by any process
+            models[dtype][0](torch.zeros((4, 32), dtype=torch.long))
     TaskEncoder.shared()
     load_s = time.perf_counter() - t0
-    with torch.inference_mode():  # one-off kernel set-up, paid once by any process
-        model(torch.zeros((4, 32), dtype=torch.long))
     samples = args.samples or SAMPLES
-    print(f"model + encoder load: {load_s:.1f} s; torch threads {torch.get_num_threads()}; "
-          f"{samples} samples per candidate")
-    print("| entries | clusters | mode | LM-scored candidates | sqrt(N) | search s | open s "
-          "| build s | pick from | same as exhaustive | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    base = dtypes[0]
+    print(f"models ({', '.join(dtypes)}) + encoder load: {load_s:.1f} s; torch threads "
+          f"{torch.get_num_threads()}; {samples} samples per candidate")
+    print("| entries | clusters | mode | LM-scored candidates | sqrt(N) | "
+          + " | ".join(f"search s, {d}" for d in dtypes)
+          + "".join(f" | {d} / {base}" for d in dtypes[1:])
+          + " | open s | build s | pick from | same as exhaustive | load |")
+    print("|---|---|---|---|---|" + "---|" * (2 * len(dtypes) - 1) + "---|---|---|---|---|")
     rng = np.random.default_rng(0)
     results = []
     sizes = ["seed"] + [int(s) for s in args.sizes.split(",")]
-    reference = None  # the seed bank's exhaustive pick
+    reference = None  # the seed bank's exhaustive pick (baseline dtype)
     with tempfile.TemporaryDirectory(prefix="bankcost-") as tmp:
         for size in sizes:
             build_s = 0.0
@@ -118,26 +129,36 @@ def main() -> None:
             modes = [True, False] if size == "seed" else [False]
             for exhaustive in modes:
                 load = os.getloadavg()[0]
-                with torch.inference_mode():
-                    r = run_query(snap, spec, model, tokenizer, exhaustive=exhaustive,
-                                  samples=samples)
+                runs = {}
+                for dtype in dtypes:
+                    model, tokenizer = models[dtype]
+                    with torch.inference_mode():
+                        runs[dtype] = run_query(snap, spec, model, tokenizer,
+                                                exhaustive=exhaustive, samples=samples)
                 n = len(snap.entries)
-                base = r.prompt_id.split("-copy")[0]
+                picks = {d: r.prompt_id.split("-copy")[0] for d, r in runs.items()}
                 if reference is None:
-                    reference = base
+                    reference = picks[base]
+                r = runs[base]
                 row = {"entries": n, "clusters": len(snap.clusters.medoids),
                        "exhaustive": exhaustive, "samples": samples,
                        "candidates_scored": r.candidates_scored,
-                       "seconds": round(r.seconds, 2), "open_seconds": round(open_s, 2),
-                       "build_seconds": round(build_s, 1),
-                       "prompt_id": r.prompt_id, "score": round(r.score, 4),
-                       "pick_from": base, "same_as_exhaustive": base == reference,
+                       "seconds": {d: round(x.seconds, 2) for d, x in runs.items()},
+                       "open_seconds": round(open_s, 2), "build_seconds": round(build_s, 1),
+                       "prompt_id": {d: x.prompt_id for d, x in runs.items()},
+                       "score": {d: round(x.score, 4) for d, x in runs.items()},
+                       "pick_from": picks,
+                       "same_as_exhaustive": {d: p == reference for d, p in picks.items()},
                        "loadavg_1min": round(load, 2)}
                 results.append(row)
+                same = " / ".join("yes" if p == reference else "no" for p in picks.values())
+                pick = " / ".join(dict.fromkeys(picks.values()))
                 print(f"| {n} | {row['clusters']} | {'exhaustive' if exhaustive else 'two-layer'}"
-                      f" | {r.candidates_scored} | {math.sqrt(n):.1f} | {r.seconds:.2f} | "
-                      f"{open_s:.2f} | {build_s:.1f} | {base} | "
-                      f"{'yes' if base == reference else 'no'} | {load:.2f} |", flush=True)
+                      f" | {r.candidates_scored} | {math.sqrt(n):.1f} | "
+                      + " | ".join(f"{x.seconds:.2f}" for x in runs.values())
+                      + "".join(f" | {runs[d].seconds / r.seconds:.2f}" for d in dtypes[1:])
+                      + f" | {open_s:.2f} | {build_s:.1f} | {pick} | {same} | {load:.2f} |",
+                      flush=True)
     print(json.dumps(results))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from typer.testing import CliRunner
 
 from ptctl.bank import ingest
@@ -23,9 +24,10 @@ from ptctl.bank.store import (Bank, Clusters, Entry, add_from_result, encode_pro
 from ptctl.cli.bank import app
 from ptctl.cli.output import Output
 from ptctl.config import load_config
-from ptctl.errors import BadInputError, CorruptFileError, NotFoundError
+from ptctl.errors import EXIT_BAD_INPUT, BadInputError, CorruptFileError, NotFoundError
 from ptctl.jobs.spec import load_spec
 from ptctl.tuning.launch import launch
+from ptctl.tuning.models import scoring_dtype
 
 WORDS = {
     "mood": (["great", "good", "happy", "nice"], ["bad", "awful", "sad", "poor"]),
@@ -137,8 +139,9 @@ def test_build_from_jobs_then_list_show_verify(built):
 def test_query_two_layer_and_exhaustive(built, tmp_path):
     bank, _ = built
     spec = load_spec(write_spec(tmp_path / "new", "new-mood", "mood", ("yes", "no")))
-    two, snap = query(str(bank.root.parent), spec, budget=Budget(minimum=2))
-    full, _ = query(str(bank.root.parent), spec, exhaustive=True)
+    two, snap = query(str(bank.root.parent), spec, budget=Budget(minimum=2), dtype="float32")
+    full, _ = query(str(bank.root.parent), spec, exhaustive=True, dtype="float32")
+    assert two.dtype == full.dtype == "float32"
     assert full.candidates_scored == 4 and two.candidates_scored <= 4
     assert full.score <= two.score + 1e-6
     assert two.prompt_id in full.scored and abs(full.scored[two.prompt_id] - two.score) < 1e-4
@@ -149,6 +152,30 @@ def test_query_two_layer_and_exhaustive(built, tmp_path):
     data = json.loads(result.stdout)
     for key in ("prompt_id", "score", "predicted_steps", "candidates_scored", "seconds"):
         assert key in data
+    assert data["dtype"] == scoring_dtype("auto")
+
+
+def test_bfloat16_scoring_agrees_with_float32(built, tmp_path):
+    """The query's fast path: bfloat16 scores every entry within a few hundredths of float32
+    and ranks the bank's entries the same way (the ranking is all a query uses)."""
+    bank, _ = built
+    spec = load_spec(write_spec(tmp_path / "new", "new-pets", "pets", ("yes", "no")))
+    wide, _ = query(str(bank.root.parent), spec, exhaustive=True, dtype="float32")
+    fast, _ = query(str(bank.root.parent), spec, exhaustive=True, dtype="bfloat16")
+    assert fast.dtype == "bfloat16"
+    for eid, loss in wide.scored.items():
+        assert abs(fast.scored[eid] - loss) < 0.05 * max(1.0, loss), (eid, loss, fast.scored)
+    assert fast.prompt_id == wide.prompt_id
+
+
+def test_bad_scoring_dtype_is_refused(built, tmp_path):
+    with pytest.raises(BadInputError, match="dtype: got 'float16'"):
+        scoring_dtype("float16")
+    result = run_cli("bank", "query", str(write_spec(tmp_path / "d", "d", "pets")),
+                     "--dtype", "half")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert result.stderr.strip().splitlines() == [
+        "ptctl: error: --dtype: got 'half', expected one of auto, float32, bfloat16"]
 
 
 def test_choose_initial_prompt_for_submit(built, cfg, tmp_path):

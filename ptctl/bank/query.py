@@ -37,6 +37,7 @@ class QueryResult:
     eligible: int
     exhaustive: bool
     clusters_expanded: int
+    dtype: str                   # the scoring model's (bfloat16 where the hardware runs it fast)
     scored: dict[str, float]
 
     def as_dict(self, with_scored: bool = False) -> dict[str, Any]:
@@ -123,21 +124,26 @@ def run_query(snap: Snapshot, spec: JobSpec, model, tokenizer, *, exhaustive: bo
         candidates_scored=len(result.scored), seconds=time.perf_counter() - started,
         load_seconds=0.0, bank_size=len(snap.entries), eligible=len(eligible),
         exhaustive=exhaustive, clusters_expanded=result.clusters_expanded,
-        scored=result.scored)
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."), scored=result.scored)
 
 
 def query(bank_dir: str, spec: JobSpec, *, exhaustive: bool = False, samples: int = SAMPLES,
-          budget: Budget = Budget(), progress: Progress | None = None
+          budget: Budget = Budget(), progress: Progress | None = None, dtype: str = "auto"
           ) -> tuple[QueryResult, Snapshot]:
-    """Load the spec's model and search its bank; the snapshot holds the chosen tensor."""
+    """Load the spec's model and search its bank; the snapshot holds the chosen tensor.
+
+    `dtype` "auto" scores in bfloat16 where the hardware runs it natively: twice as fast on
+    AVX512-BF16 CPUs, with the same picks as float32 on every held-out task measured
+    (benchmarks/RESULTS.md)."""
     import torch
 
-    from ptctl.tuning.models import load_base_model
+    from ptctl.tuning.models import load_base_model, scoring_dtype
 
+    dtype = scoring_dtype(dtype)
     snap = bank_for_spec(bank_dir, spec).snapshot()
     check_model(snap, spec)
     t0 = time.perf_counter()
-    model, tokenizer = load_base_model(spec.model)
+    model, tokenizer = load_base_model(spec.model, dtype=dtype)
     load_s = time.perf_counter() - t0
     with torch.inference_mode():
         result = run_query(snap, spec, model, tokenizer, exhaustive=exhaustive,

@@ -16,6 +16,7 @@ from ptctl.bank.query import SAMPLES
 from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
 from ptctl.errors import BadInputError, CorruptFileError, NotFoundError
+from ptctl.tuning.models import SCORING_DTYPES
 
 app = typer.Typer(help="The Prompt Bank: tuned prompts to start new jobs from.",
                   no_args_is_help=True)
@@ -153,6 +154,9 @@ def query(
         "--exhaustive", help="Score every entry (the quality reference; slow).")] = False,
     samples: Annotated[int, typer.Option(
         "--samples", help="Task samples per candidate.")] = SAMPLES,
+    dtype: Annotated[str, typer.Option(
+        "--dtype", help="Scoring dtype: auto (bfloat16 where the CPU or GPU runs it natively), "
+                        "float32 or bfloat16.")] = "auto",
     bank_dir: BankDirOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -163,16 +167,18 @@ def query(
 
     if samples < 1:
         raise BadInputError(f"--samples: got {samples}, expected an integer >= 1")
+    if dtype not in SCORING_DTYPES:
+        raise BadInputError(f"--dtype: got {dtype!r}, expected one of {', '.join(SCORING_DTYPES)}")
     out = Output(json_mode=json, quiet=quiet)
     spec = load_spec(spec_file)
     cfg = common.config(bank_dir=bank_dir)
     with _progress(out) as progress:
         result, _ = bank_query.query(cfg.bank_dir, spec, exhaustive=exhaustive,
-                                     samples=samples, progress=progress)
+                                     samples=samples, progress=progress, dtype=dtype)
     out.emit(result.as_dict(), human=(
         f"{result.prompt_id}: loss {result.score:.4f}, predicted {result.predicted_steps} steps; "
         f"{result.candidates_scored} of {result.eligible} candidates scored in "
-        f"{result.seconds:.1f} s (model load {result.load_seconds:.1f} s)"))
+        f"{result.seconds:.1f} s, {result.dtype} (model load {result.load_seconds:.1f} s)"))
 
 
 @app.command()

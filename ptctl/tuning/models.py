@@ -81,8 +81,37 @@ def resolve_model(ref: str) -> str:
     return ref
 
 
-def load_base_model(ref: str, device: str = "cpu"):
-    """(model, tokenizer) for `ref`: float32, frozen (no parameter requires grad), eval mode."""
+SCORING_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def scoring_dtype(choice: str = "auto", device: str = "cpu") -> str:
+    """The dtype for forward-only scoring (the Prompt Bank's query): `choice`, or for "auto"
+    bfloat16 where the hardware runs it natively, else float32.
+
+    On a CPU with AVX512-BF16 or AMX, oneDNN's bfloat16 matmuls run about twice as fast as
+    float32 ones; elsewhere bfloat16 is emulated and slower. Training stays float32."""
+    import torch
+
+    if choice not in SCORING_DTYPES:
+        raise BadInputError(f"dtype: got {choice!r}, expected one of {', '.join(SCORING_DTYPES)}")
+    if choice != "auto":
+        return choice
+    if str(device).startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else "float32"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return not {"avx512_bf16", "amx_bf16"}.isdisjoint(flags.split())
+
+
+def load_base_model(ref: str, device: str = "cpu", dtype: str = "float32"):
+    """(model, tokenizer) for `ref`: frozen (no parameter requires grad), eval mode, float32
+    unless `dtype` says otherwise (the bank's scorer loads bfloat16 where that is faster)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -90,7 +119,7 @@ def load_base_model(ref: str, device: str = "cpu"):
     folder = resolve_model(ref)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False,
-                                                     dtype="float32")
+                                                     dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
