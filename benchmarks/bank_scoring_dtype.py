@@ -5,8 +5,8 @@
 `ptctl bank query` scores in bfloat16 where the CPU runs it natively (about twice as fast:
 bank_query_cost.py). A query only uses the ranking of the candidates' scores, so this scores
 every seed-bank entry on every held-out task of bank_convergence.py with both dtypes and
-prints, per task and sample count, both picks, the rank correlation (Spearman) of the 12
-scores and the largest score difference. Seconds are the whole matrix per dtype, model
+prints, per task and sample count, both exhaustive picks, the rank correlation (Spearman) of
+the 12 scores, the largest score difference, and both two-layer picks (what a query returns). Seconds are the whole matrix per dtype, model
 loaded (a ratio measured in this run). First it times one matmul of the model's MLP shape in
 both dtypes, since the query is matmul-bound.
 """
@@ -47,7 +47,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bank_convergence import HELD_OUT, make_spec
 
-    from ptctl.bank.query import scored_matrix
+    from ptctl.bank.query import run_query, scored_matrix
     from ptctl.bank.store import Bank
     from ptctl.tuning.models import load_base_model
 
@@ -61,22 +61,27 @@ def main() -> None:
     names = list(HELD_OUT)
     tasks = [make_spec(t, "bank", 0).task for t in names]
     for samples in (int(n) for n in args.samples.split(",")):
-        scores, seconds = {}, {}
+        scores, seconds, two_layer = {}, {}, {}
         for dtype in ("float32", "bfloat16"):
             model, tokenizer = load_base_model("smollm2-135m", dtype=dtype)
             t0 = time.perf_counter()
             scores[dtype] = scored_matrix(snap, tasks, model, tokenizer, samples=samples)
             seconds[dtype] = time.perf_counter() - t0
+            with torch.inference_mode():
+                two_layer[dtype] = [run_query(snap, make_spec(t, "bank", 0), model, tokenizer,
+                                              samples=samples).prompt_id for t in names]
         print(f"\n{samples} samples: {len(ids)} entries x {len(names)} tasks in "
               f"{seconds['float32']:.1f} s float32, {seconds['bfloat16']:.1f} s bfloat16 "
               f"({seconds['bfloat16'] / seconds['float32']:.2f}x)\n")
-        print("| task | float32 pick | bfloat16 pick | same | Spearman | max abs diff |")
-        print("|---|---|---|---|---|---|")
+        print("| task | float32 pick | bfloat16 pick | same | Spearman | max abs diff "
+              "| two-layer pick, float32 | two-layer pick, bfloat16 |")
+        print("|---|---|---|---|---|---|---|---|")
         for t, name in enumerate(names):
             a, b = scores["float32"][t], scores["bfloat16"][t]
             pa, pb = ids[int(a.argmin())], ids[int(b.argmin())]
             print(f"| {name} | {pa} | {pb} | {'yes' if pa == pb else 'no'} | "
-                  f"{spearman(a, b):.3f} | {float(np.abs(a - b).max()):.3f} |", flush=True)
+                  f"{spearman(a, b):.3f} | {float(np.abs(a - b).max()):.3f} | "
+                  f"{two_layer['float32'][t]} | {two_layer['bfloat16'][t]} |", flush=True)
 
 
 if __name__ == "__main__":
