@@ -502,6 +502,28 @@ def test_convergence_summary_counts_censored_runs_and_pairs_inits(tmp_path):
     assert load_convergence(path)["bank_over_random_median"] == 0.2
 
 
+def test_convergence_learnable_tasks_are_those_random_init_reaches_on_most_seeds():
+    conv = _conv_module()
+
+    def rec(task, init, seed, steps):
+        return {"task": task, "init": init, "seed": seed, "steps_to_target": steps,
+                "max_steps": 30, "settings": {"eval_every": 5}, "target": 0.8,
+                "prompt_id": "p" if init == "bank" else None,
+                "eval_curve": [[0, 0.5, 1.0]], "query": None}
+
+    rows = [rec("a", "bank", s, v) for s, v in enumerate([0, 5, 5])]
+    rows += [rec("a", "random", s, v) for s, v in enumerate([10, None, 20])]   # 2 of 3
+    rows += [rec("t", "bank", s, v) for s, v in enumerate([None, 0, None])]
+    rows += [rec("t", "random", s, v) for s, v in enumerate([None, 30, None])]  # 1 of 3
+    summary = conv.summarise(rows)
+    # all six pairs: bank 0, 5, 5, 35, 0, 35 -> 5; random 10, 35, 20, 35, 30, 35 -> 32.5
+    assert summary["bank_random_medians"] == [5, 32.5]
+    # task t is out (random reached its target on one seed of three), whatever bank did there
+    assert summary["learnable"] == {"tasks": ["a"], "paired_runs": 3,
+                                    "bank_random_medians": [5, 20],
+                                    "bank_random_ratio": 0.25}
+
+
 def test_convergence_report_retargets_only_downwards():
     conv = _conv_module()
     run = {"task": "tweets-angry-vs-calm", "init": "random", "seed": 0, "target": 0.75,
