@@ -16,7 +16,6 @@ from ptctl.bank.query import SAMPLES
 from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
 from ptctl.errors import BadInputError, CorruptFileError, NotFoundError
-from ptctl.tuning.models import SCORING_DTYPES
 
 app = typer.Typer(help="The Prompt Bank: tuned prompts to start new jobs from.",
                   no_args_is_help=True)
@@ -164,11 +163,11 @@ def query(
     """The best initial prompt in the bank for a job spec, with its score and predicted steps."""
     from ptctl.bank import query as bank_query
     from ptctl.jobs.spec import load_spec
+    from ptctl.tuning.models import scoring_dtype
 
     if samples < 1:
         raise BadInputError(f"--samples: got {samples}, expected an integer >= 1")
-    if dtype not in SCORING_DTYPES:
-        raise BadInputError(f"--dtype: got {dtype!r}, expected one of {', '.join(SCORING_DTYPES)}")
+    dtype = scoring_dtype(dtype, field="--dtype")
     out = Output(json_mode=json, quiet=quiet)
     spec = load_spec(spec_file)
     cfg = common.config(bank_dir=bank_dir)

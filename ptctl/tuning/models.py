@@ -84,16 +84,18 @@ def resolve_model(ref: str) -> str:
 SCORING_DTYPES = ("auto", "float32", "bfloat16")
 
 
-def scoring_dtype(choice: str = "auto", device: str = "cpu") -> str:
+def scoring_dtype(choice: str = "auto", device: str = "cpu", field: str = "dtype") -> str:
     """The dtype for forward-only scoring (the Prompt Bank's query): `choice`, or for "auto"
-    bfloat16 where the hardware runs it natively, else float32.
+    bfloat16 where the hardware runs it natively, else float32. A bad `choice` is an error
+    naming `field` (the CLI passes its option's name).
 
     On a CPU with AVX512-BF16 or AMX, oneDNN's bfloat16 matmuls run about twice as fast as
     float32 ones; elsewhere bfloat16 is emulated and slower. Training stays float32."""
     import torch
 
     if choice not in SCORING_DTYPES:
-        raise BadInputError(f"dtype: got {choice!r}, expected one of {', '.join(SCORING_DTYPES)}")
+        raise BadInputError(f"{field}: got {choice!r}, expected one of "
+                            f"{', '.join(SCORING_DTYPES)}")
     if choice != "auto":
         return choice
     if str(device).startswith("cuda"):
