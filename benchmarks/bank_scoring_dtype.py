@@ -6,9 +6,9 @@
 bank_query_cost.py). A query only uses the ranking of the candidates' scores, so this scores
 every seed-bank entry on every held-out task of bank_convergence.py with both dtypes and
 prints, per task and sample count, both exhaustive picks, the rank correlation (Spearman) of
-the 12 scores, the largest score difference, and both two-layer picks (what a query returns). Seconds are the whole matrix per dtype, model
-loaded (a ratio measured in this run). First it times one matmul of the model's MLP shape in
-both dtypes, since the query is matmul-bound.
+the 12 scores, the largest score difference, and both two-layer picks (what a query returns).
+Seconds are the whole matrix per dtype, model loaded (a ratio measured in this run). First it
+times one matmul of the model's MLP shape in both dtypes, since the query is matmul-bound.
 """
 
 from __future__ import annotations
@@ -44,14 +44,14 @@ def main() -> None:
                                                   "bank_data"))
     args = parser.parse_args()
 
+    import torch
+
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bank_convergence import HELD_OUT, make_spec
 
     from ptctl.bank.query import run_query, scored_matrix
     from ptctl.bank.store import Bank
     from ptctl.tuning.models import load_base_model
-
-    import torch
 
     fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     print(f"matmul 3072x576 by 576x1536 on {torch.get_num_threads()} threads: float32 "
