@@ -6,9 +6,11 @@
 Each (task, init, seed) is a fresh `ptctl.tuning.launch.launch` run of SmolLM2-135M in its own
 folder; 'bank' starts from `ptctl bank query`'s two-layer pick, 'bank-exhaustive' from the
 exhaustive pick (the quality reference; when both pick the same prompt the run would be
-identical, so it is recorded once and reused, marked `reused_from`). Steps to target = the
-first evaluated step whose accuracy meets the target (step 0 = the initial prompt already
-meets it); a run that never meets it is censored at max_steps (">N").
+identical, so it is recorded once and reused, marked `reused_from`). A bank run whose recorded
+prompt is not the current search's pick (a run from an older search) is run again; the later
+record replaces it in `report`. Steps to target = the first evaluated step whose accuracy
+meets the target (step 0 = the initial prompt already meets it); a run that never meets it is
+censored at max_steps (">N").
 
 Runs go seed by seed (every task and init of seed 0, then seed 1, ...), so a cut-short run
 still holds whole seeds; `run` appends to --out and skips runs already there with the same
@@ -27,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ptctl.bank.cluster import Budget
 from ptctl.bank.query import SAMPLES
 from ptctl.tuning.models import scoring_dtype
 
@@ -110,6 +113,10 @@ SETTINGS = {"global_batch_size": 4, "max_length": 32, "learning_rate": 0.05}
 
 # How `ptctl bank query` scores candidates (recorded with each bank run).
 SCORER = f"rank-classification loss, {SAMPLES} samples, {scoring_dtype()}"
+# Which search picked a bank run's prompt. Records from before session 6 have no `search`: their
+# two-layer picks scored no nearest entries first (Budget.nearest did not exist).
+SEARCH = {"bank": f"two-layer, {Budget().nearest} nearest by task embedding first",
+          "bank-exhaustive": "exhaustive"}
 
 
 def make_spec(task: str, init: str, seed: int, max_steps: int = MAX_STEPS,
@@ -168,7 +175,8 @@ def run(args) -> None:
     for seed in range(args.seeds):
         for task in tasks:
             for init in inits:
-                if (task, init, seed) in done:
+                prior = done.get((task, init, seed))
+                if prior and not init.startswith("bank"):
                     continue
                 spec = make_spec(task, init, seed, args.max_steps, args.eval_every,
                                  args.eval_samples)
@@ -181,10 +189,14 @@ def run(args) -> None:
                         picks[key] = (snap.prompt(snap.entry(result.prompt_id)),
                                       result.prompt_id, result.as_dict(with_scored=True))
                     tensor, prompt_id, pick = picks[key]
-                    same = done.get((task, "bank", seed))
-                    if init == "bank-exhaustive" and same and same["prompt_id"] == prompt_id:
+                    if prior and prior["prompt_id"] == prompt_id:
+                        continue  # recorded; a run from another pick (an older search) is not
+                    other = "bank-exhaustive" if init == "bank" else "bank"
+                    same = done.get((task, other, seed))
+                    if same and same["prompt_id"] == prompt_id:
                         # The same prompt, seed and data: the run would be identical.
-                        record = dict(same, init=init, query=pick, reused_from="bank")
+                        record = dict(same, init=init, query=pick, search=SEARCH[init],
+                                      reused_from=other)
                         done[(task, init, seed)] = record
                         _write(out, record)
                         continue
@@ -197,6 +209,7 @@ def run(args) -> None:
                 target = HELD_OUT[task]["target"]
                 record = {"task": task, "init": init, "seed": seed, "prompt_id": prompt_id,
                           "query": pick, "scorer": SCORER if init.startswith("bank") else None,
+                          "search": SEARCH.get(init),
                           "eval_curve": meta["eval_curve"],
                           "loss_curve": meta["loss_curve"], "target": target,
                           "steps_to_target": steps_to(meta["eval_curve"], target),

@@ -413,6 +413,27 @@ def test_two_layer_search_scores_about_sqrt_n():
         Clusters("task", ["a"], [["b"]])
 
 
+def test_nearest_entries_are_scored_before_the_medoids():
+    """A cluster whose medoid scores badly on the new task can still hold its best start (the
+    seed bank's tweet cluster on tweets-neg-vs-neutral): the entries nearest by task embedding
+    are scored first, within the same budget."""
+    clusters = Clusters("task", ["m1", "m2"], [["m1", "a", "b"], ["m2", "c", "best"]])
+    loss = {"m1": 0.5, "a": 0.6, "b": 0.7, "m2": 2.0, "c": 2.1, "best": 0.1}
+    near = {"best": 0.9, "c": 0.8, "m2": 0.7, "m1": 0.1, "a": 0.0, "b": 0.0}
+
+    def search(nearest: int):
+        return two_layer_search(clusters, lambda ids: np.array([loss[i] for i in ids]),
+                                Budget(scale=0.1, minimum=4, nearest=nearest),
+                                lambda ids: np.array([near[i] for i in ids]))
+
+    assert search(0).best == "m1"                  # medoids first: m2's cluster is never opened
+    found = search(2)
+    assert found.best == "best" and len(found.scored) <= 4
+    assert list(found.scored)[:2] == ["best", "c"]
+    with pytest.raises(ValueError, match="nearest"):
+        Budget(nearest=-1)
+
+
 @pytest.mark.slow
 def test_build_sources_through_the_job_registry(tmp_path, cfg):
     """`bank build --sources --submit`: each source is a ptctl job (local profile here)."""

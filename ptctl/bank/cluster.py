@@ -64,16 +64,26 @@ def cluster(ids: Sequence[str], features: np.ndarray, kind: str, seed: int = 0) 
 
 @dataclass(frozen=True)
 class Budget:
-    """How many candidates a query may score: max(minimum, scale * sqrt(N)), half on medoids."""
+    """How many candidates a query may score: max(minimum, scale * sqrt(N)).
+
+    The `nearest` entries by task embedding are scored first (the faiss pre-filter's best
+    guesses; at least one candidate is left for layer 1), then half of the rest goes to
+    medoids and the remainder to members. The nearest entries guard against a cluster whose
+    medoid scores badly on the new task while one of its members is the best start (seed
+    bank: tweets-3 for tweet tasks; benchmarks/bank_search_choice.py chose 2).
+    """
 
     scale: float = 0.6
     minimum: int = 8
+    nearest: int = 2
 
     def __post_init__(self) -> None:
         if not self.scale > 0:
             raise ValueError(f"scale: got {self.scale!r}, expected > 0")
         if not isinstance(self.minimum, int) or self.minimum < 2:
             raise ValueError(f"minimum: got {self.minimum!r}, expected an integer >= 2")
+        if not isinstance(self.nearest, int) or self.nearest < 0:
+            raise ValueError(f"nearest: got {self.nearest!r}, expected an integer >= 0")
 
     def total(self, n: int) -> int:
         return min(n, max(self.minimum, math.ceil(self.scale * math.sqrt(n))))
@@ -93,9 +103,10 @@ def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray
                      eligible: set[str] | None = None) -> SearchResult:
     """Layer 1 scores cluster medoids, layer 2 the members of the best clusters.
 
-    When there are more medoids (or members) than the budget allows, `similarity(ids)` (task
-    embedding similarity to the new task, higher = closer; the cheap faiss pre-filter) picks
-    which ones are scored. `eligible` limits the search to some entries (e.g. a prompt length).
+    `similarity(ids)` (task embedding similarity to the new task, higher = closer; the cheap
+    faiss pre-filter) picks the `budget.nearest` entries scored before layer 1, and which
+    medoids (or members) are scored when there are more than the budget allows. `eligible`
+    limits the search to some entries (e.g. a prompt length).
     """
     groups = [[m for m in g if eligible is None or m in eligible] for g in clusters.members]
     reps = []
@@ -107,15 +118,20 @@ def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray
     if n == 0:
         raise ValueError("no eligible entries to search")
     total = budget.total(n)
-    layer1 = min(len(reps), max(1, total // 2))
+    scored: dict[str, float] = {}
+    if similarity and budget.nearest and total > 1:
+        pool = [m for g in groups for m in g]
+        k = min(budget.nearest, total - 1)
+        nearest = [pool[int(i)] for i in np.argsort(-similarity(pool), kind="stable")[:k]]
+        scored.update(zip(nearest, map(float, score(nearest))))
+    layer1 = min(len(reps), max(1, (total - len(scored)) // 2))
     order = list(range(len(reps)))
     if layer1 < len(reps):
         sims = similarity(reps) if similarity else np.zeros(len(reps))
         order = [int(i) for i in np.argsort(-sims, kind="stable")[:layer1]]
-    scored: dict[str, float] = {}
-    first = [reps[i] for i in order]
-    for rid, loss in zip(first, score(first)):
-        scored[rid] = float(loss)
+    first = [reps[i] for i in order if reps[i] not in scored]
+    if first:
+        scored.update(zip(first, map(float, score(first))))
     ranked = sorted(order, key=lambda i: scored[reps[i]])
     left = total - len(scored)
     expanded = 0

@@ -102,8 +102,6 @@ def run_query(snap: Snapshot, spec: JobSpec, model, tokenizer, *, exhaustive: bo
     query_vec: list[np.ndarray] = []
 
     def similarity(ids: list[str]) -> np.ndarray:
-        if "task" not in snap.features:
-            return np.zeros(len(ids))
         if not query_vec:
             query_vec.append((encoder or TaskEncoder.shared()).task_embedding(texts, words))
         mat = snap.features["task"][[row[i] for i in ids]]
@@ -117,7 +115,8 @@ def run_query(snap: Snapshot, spec: JobSpec, model, tokenizer, *, exhaustive: bo
         result = SearchResult(best, scored[best], scored, len(snap.clusters.medoids)
                               if snap.clusters else 0)
     else:
-        result = two_layer_search(snap.clusters, score, budget, similarity, set(by_id))
+        result = two_layer_search(snap.clusters, score, budget,
+                                  similarity if "task" in snap.features else None, set(by_id))
     return QueryResult(
         prompt_id=result.best, score=result.loss,
         predicted_steps=predict_steps(snap, result.scored, spec.training.max_steps),
