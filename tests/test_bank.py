@@ -16,7 +16,7 @@ from conftest import run_cli
 from typer.testing import CliRunner
 
 from ptctl.bank import ingest
-from ptctl.bank.cluster import Budget, cluster, two_layer_search
+from ptctl.bank.cluster import Budget, cluster, selection_regret, two_layer_search
 from ptctl.bank.query import choose_initial_prompt, query
 from ptctl.bank.sources import load_sources
 from ptctl.bank.store import (Bank, Clusters, Entry, add_from_result, encode_prompt,
@@ -432,6 +432,21 @@ def test_nearest_entries_are_scored_before_the_medoids():
     assert list(found.scored)[:2] == ["best", "c"]
     with pytest.raises(ValueError, match="nearest"):
         Budget(nearest=-1)
+
+
+def test_selection_regret_searches_as_a_query_does():
+    """The build's feature choice measures the search that queries run: with the entries' task
+    embeddings, the nearest entries are scored first (the task's own entry stands in)."""
+    ids = ["m1", "a", "b", "m2", "c", "best", "own"]
+    clusters = Clusters("task", ["m1", "m2", "own"],
+                        [["m1", "a", "b"], ["m2", "c", "best"], ["own"]])
+    losses = np.array([[0.5, 0.6, 0.7, 2.0, 2.1, 0.1, 0.0]])
+    features = np.array([[0, 1], [0, 1], [0, 1], [0.5, 0.5], [0.8, 0.2], [1, 0], [1, 0]])
+    budget = Budget(scale=0.1, minimum=4)
+    medoids_first = selection_regret(ids, losses, [6], clusters, budget)
+    as_queried = selection_regret(ids, losses, [6], clusters, budget, task_features=features)
+    assert medoids_first["mean_regret"] == pytest.approx(0.4)
+    assert as_queried["mean_regret"] == 0.0 and as_queried["mean_candidates"] <= 4
 
 
 @pytest.mark.slow

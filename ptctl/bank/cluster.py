@@ -153,11 +153,14 @@ def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray
 
 
 def selection_regret(ids: list[str], losses: np.ndarray, own: list[int | None],
-                     clusters: Clusters, budget: Budget = Budget()) -> dict[str, float]:
+                     clusters: Clusters, budget: Budget = Budget(),
+                     task_features: np.ndarray | None = None) -> dict[str, float]:
     """How well a clustering selects, from a loss matrix [tasks, entries] already scored.
 
     For each task, the task's own entry (own[t]) is left out, as if the task were new; regret
     is the loss of the two-layer pick minus the loss of the exhaustive pick. Lower is better.
+    With `task_features` (a row per entry) the search runs as a query's does, the nearest
+    entries first, the own entry's task embedding standing in for the new task's.
     """
     regrets, counts = [], []
     column = {eid: j for j, eid in enumerate(ids)}
@@ -166,8 +169,12 @@ def selection_regret(ids: list[str], losses: np.ndarray, own: list[int | None],
         if not eligible:
             continue
         row = losses[t]
+        similarity = None
+        if task_features is not None and own[t] is not None:
+            def similarity(c: list[str], query=task_features[own[t]]) -> np.ndarray:
+                return task_features[[column[x] for x in c]] @ query
         result = two_layer_search(clusters, lambda c: np.array([row[column[x]] for x in c]),
-                                  budget, eligible=eligible)
+                                  budget, similarity, eligible)
         best = min(row[column[x]] for x in eligible)
         regrets.append(result.loss - best)
         counts.append(len(result.scored))

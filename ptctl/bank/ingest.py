@@ -265,8 +265,9 @@ def select_features(bank: Bank, model, tokenizer, progress: Progress | None = No
     """Measure which feature kind's clusters select better, keep it, and record why.
 
     Every entry whose task is known is scored as a new task against all other entries (a
-    leave-one-out loss matrix); each kind's two-layer pick is compared with the exhaustive
-    pick (regret, in label-word loss). Lower mean regret wins; ties go to behaviour.
+    leave-one-out loss matrix); each kind's two-layer pick, searched as a query searches
+    (nearest entries by task embedding first), is compared with the exhaustive pick (regret,
+    in label-word loss). Lower mean regret wins; ties go to behaviour.
     """
     from ptctl.bank.query import scored_matrix
 
@@ -288,7 +289,8 @@ def select_features(bank: Bank, model, tokenizer, progress: Progress | None = No
     built = {}
     for kind in FEATURE_KINDS:
         built[kind] = clusters_mod.cluster(ids, snap.features[kind], kind)
-        record[kind] = clusters_mod.selection_regret(ids, losses, own, built[kind])
+        record[kind] = clusters_mod.selection_regret(ids, losses, own, built[kind],
+                                                     task_features=snap.features.get("task"))
     chosen = min(FEATURE_KINDS, key=lambda k: (round(record[k]["mean_regret"], 4),
                                                record[k]["mean_candidates"], k != "behaviour"))
     record["chosen"] = chosen
