@@ -169,10 +169,9 @@ def selection_regret(ids: list[str], losses: np.ndarray, own: list[int | None],
         if not eligible:
             continue
         row = losses[t]
-        similarity = None
-        if task_features is not None and own[t] is not None:
-            def similarity(c: list[str], query=task_features[own[t]]) -> np.ndarray:
-                return task_features[[column[x] for x in c]] @ query
+        query = None if task_features is None or own[t] is None else task_features[own[t]]
+        similarity = None if query is None else (
+            lambda c, q=query: task_features[[column[x] for x in c]] @ q)
         result = two_layer_search(clusters, lambda c: np.array([row[column[x]] for x in c]),
                                   budget, similarity, eligible)
         best = min(row[column[x]] for x in eligible)
