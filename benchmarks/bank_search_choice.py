@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,7 @@ def main() -> None:
 
     from ptctl.bank.cluster import Budget, two_layer_search
     from ptctl.bank.features import TaskEncoder, scoring_examples
-    from ptctl.bank.query import scored_matrix
+    from ptctl.bank.query import SAMPLES, scored_matrix
     from ptctl.bank.store import Bank
     from ptctl.jobs.spec import TaskSpec
     from ptctl.tuning.models import load_base_model, scoring_dtype
@@ -98,7 +99,7 @@ def main() -> None:
     encoder = TaskEncoder.shared()
     vectors = []
     for _, task, _ in queries:
-        _, texts, words, _ = scoring_examples(task, tokenizer, 8)
+        _, texts, words, _ = scoring_examples(task, tokenizer, SAMPLES)
         vectors.append(encoder.task_embedding(texts, words))
     features = snap.features["task"]
 
@@ -112,7 +113,7 @@ def main() -> None:
         def search(row, similarity, eligible, budget):
             result = two_layer_search(
                 snap.clusters, lambda c: np.array([row[column[x]] for x in c]),
-                Budget(nearest=nearest), similarity, eligible)
+                replace(budget, nearest=nearest), similarity, eligible)
             return result.best, len(result.scored)
         return search
 
