@@ -503,6 +503,29 @@ def _conv_module():
     return module
 
 
+def test_bank_start_lr_rule_needs_a_complete_variant_at_most_0_8x_the_current_mean():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bank_start_lr",
+                                                  REPO / "benchmarks" / "bank_start_lr.py")
+    lr_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lr_bench)
+    tasks = list(lr_bench.VALIDATION)
+
+    def rows(lr, steps):
+        return [{"task": t, "lr": lr, "steps_to_target": s} for t, s in zip(tasks, steps)]
+
+    current = rows(0.05, [50] * len(tasks))
+    faster = rows(0.005, [30] * len(tasks))                  # 0.6x: adopted
+    assert lr_bench.decide(current + faster)[0] == 0.005
+    assert lr_bench.decide(current + faster[:-1])[0] is None  # one task short: not a candidate
+    censored = rows(0.015, [None] * 6 + [30] * (len(tasks) - 6))  # 110 counts against it
+    adopted, summary = lr_bench.decide(current + censored)
+    assert adopted is None and summary[0.015]["mean"] == pytest.approx((6 * 110 + 12 * 30) / 18)
+    fewer = rows(0.015, [0] * (len(tasks) - 1) + [None])     # lower mean, one target fewer
+    assert lr_bench.decide(current + fewer)[0] is None
+
+
 def test_convergence_summary_counts_censored_runs_and_pairs_inits(tmp_path):
     conv = _conv_module()
     settings = {"eval_every": 5}
