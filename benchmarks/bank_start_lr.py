@@ -107,12 +107,18 @@ def censored(record: dict) -> int:
     return STOP + EVAL_EVERY if steps is None else int(steps)
 
 
-def decide(rows: list[dict]) -> tuple[float | None, dict[float, dict]]:
-    """The rule: (the adopted lr or None to keep CURRENT, per-lr summary)."""
+def by_learning_rate(rows: list[dict]) -> tuple[dict[float, dict[str, dict]], list[str]]:
+    """Records as {lr: {task: record}}, and the tasks the current lr has run."""
     by_lr: dict[float, dict[str, dict]] = {}
     for r in rows:
         by_lr.setdefault(r["lr"], {})[r["task"]] = r
-    tasks = [t for t in VALIDATION if t in by_lr.get(CURRENT, {})]
+    return by_lr, [t for t in VALIDATION if t in by_lr.get(CURRENT, {})]
+
+
+def decide(rows: list[dict]) -> tuple[float | None, dict[float, dict], float | None]:
+    """The rule: (the adopted lr or None to keep CURRENT, per-lr summary, the best complete
+    lower lr or None)."""
+    by_lr, tasks = by_learning_rate(rows)
     summary = {}
     for lr in LRS:
         have = [t for t in tasks if t in by_lr.get(lr, {})]
@@ -130,17 +136,14 @@ def decide(rows: list[dict]) -> tuple[float | None, dict[float, dict]]:
     best = min(complete, key=lambda lr: summary[lr]["mean"], default=None)
     if (best is not None and summary[best]["mean"] <= 0.8 * current["mean"]
             and summary[best]["reached"] >= current["reached"]):
-        return best, summary
-    return None, summary
+        return best, summary, best
+    return None, summary, best
 
 
 def report(args) -> None:
     rows = [json.loads(line) for path in args.results
             for line in Path(path).read_text().splitlines() if line.strip()]
-    by_lr: dict[float, dict[str, dict]] = {}
-    for r in rows:
-        by_lr.setdefault(r["lr"], {})[r["task"]] = r
-    tasks = [t for t in VALIDATION if t in by_lr.get(CURRENT, {})]
+    by_lr, tasks = by_learning_rate(rows)
     print("| task | start | target | start accuracy | "
           + " | ".join(f"lr {lr:g}: steps (accuracy at the last eval)" for lr in LRS) + " |")
     print("|---|---|---|---|" + "---|" * len(LRS))
@@ -160,13 +163,11 @@ def report(args) -> None:
         print(f"| {task} | {first['prompt_id']} | {first['target']} | "
               f"{first['eval_curve'][0][1]:.2f} | " + " | ".join(cells) + " |")
     print()
-    adopted, summary = decide(rows)
+    adopted, summary, best = decide(rows)
     for lr, s in summary.items():
         print(f"- lr {lr:g}: {s['tasks']} tasks, mean {s['mean']:.2f} (lr {CURRENT:g} on the same "
               f"tasks {s['mean_of_current_on_these']:.2f}), median {s['median']:g}, "
               f"target reached on {s['reached']}")
-    others = [lr for lr in summary if lr != CURRENT and summary[lr]["tasks"] == len(VALIDATION)]
-    best = min(others, key=lambda lr: summary[lr]["mean"], default=None)
     print(f"- rule: {f'adopt lr {adopted:g}' if adopted else f'keep lr {CURRENT:g}'}"
           + (f" (best complete variant lr {best:g}: {summary[best]['mean']:.2f} vs "
              f"{summary[CURRENT]['mean']:.2f}, ratio "

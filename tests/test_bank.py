@@ -520,8 +520,9 @@ def test_bank_start_lr_rule_needs_a_complete_variant_at_most_0_8x_the_current_me
     assert lr_bench.decide(current + faster)[0] == 0.005
     assert lr_bench.decide(current + faster[:-1])[0] is None  # one task short: not a candidate
     censored = rows(0.015, [None] * 6 + [30] * (len(tasks) - 6))  # 110 counts against it
-    adopted, summary = lr_bench.decide(current + censored)
-    assert adopted is None and summary[0.015]["mean"] == pytest.approx((6 * 110 + 12 * 30) / 18)
+    adopted, summary, best = lr_bench.decide(current + censored)
+    assert (adopted, best) == (None, 0.015)
+    assert summary[0.015]["mean"] == pytest.approx((6 * 110 + 12 * 30) / 18)
     fewer = rows(0.015, [0] * (len(tasks) - 1) + [None])     # lower mean, one target fewer
     assert lr_bench.decide(current + fewer)[0] is None
 
