@@ -240,10 +240,14 @@ def censored_value(record: dict) -> int:
     return int(record["max_steps"]) + int(every)
 
 
-def rule_target(task: str, fraction: float) -> float:
+def target_from_majority(majority: float, fraction: float = 0.5) -> float:
     """The target rule: majority + fraction * (1 - majority), rounded to the nearest 0.05."""
-    majority = HELD_OUT[task]["majority"]
     return round(20 * (majority + fraction * (1 - majority))) / 20
+
+
+def rule_target(task: str, fraction: float) -> float:
+    """The target rule for a held-out task."""
+    return target_from_majority(HELD_OUT[task]["majority"], fraction)
 
 
 def retarget(rows: list[dict], fraction: float) -> list[dict]:

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bank_convergence import EVAL_SAMPLES, SETTINGS  # noqa: E402
+from bank_convergence import (EVAL_SAMPLES, SETTINGS, steps_to,  # noqa: E402
+                               target_from_majority)
 from bank_search_choice import VALIDATION  # noqa: E402
 
 LRS = (0.05, 0.015, 0.005)
@@ -80,7 +81,7 @@ def run(args) -> None:
                 if task not in picks:  # one pick per task: every lr starts from it
                     probe = make_spec(task, CURRENT, 0.5)
                     majority = load_task(probe.task, tokenizer).majority_accuracy()
-                    target = round(20 * (majority + 0.5 * (1 - majority))) / 20
+                    target = target_from_majority(majority)
                     result, snap = query(args.bank_dir, probe)
                     picks[task] = (majority, target, result.prompt_id,
                                    snap.prompt(snap.entry(result.prompt_id)))
@@ -91,7 +92,7 @@ def run(args) -> None:
                                      init_prompt=tensor, init_prompt_id=prompt_id,
                                      stop_after=STOP)
                     curve = json.loads((Path(folder) / "progress.json").read_text())["eval_curve"]
-                steps = next((int(s) for s, accuracy, *_ in curve if accuracy >= target), None)
+                steps = steps_to(curve, target)
                 record = {"task": task, "lr": lr, "prompt_id": prompt_id, "majority": majority,
                           "target": target, "steps_to_target": steps, "eval_curve": curve,
                           "reason": outcome.reason,

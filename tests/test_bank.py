@@ -493,23 +493,17 @@ def test_seed_bank_matches_its_sources_manifest():
         assert entry.steps_to_target is None or entry.steps_to_target <= entry.steps
 
 
-def _conv_module():
+def _benchmark_module(name: str = "bank_convergence"):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bank_convergence",
-                                                  REPO / "benchmarks" / "bank_convergence.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_bank_start_lr_rule_needs_a_complete_variant_at_most_0_8x_the_current_mean():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bank_start_lr",
-                                                  REPO / "benchmarks" / "bank_start_lr.py")
-    lr_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lr_bench)
+    lr_bench = _benchmark_module("bank_start_lr")
     tasks = list(lr_bench.VALIDATION)
 
     def rows(lr, steps):
@@ -528,7 +522,7 @@ def test_bank_start_lr_rule_needs_a_complete_variant_at_most_0_8x_the_current_me
 
 
 def test_convergence_summary_counts_censored_runs_and_pairs_inits(tmp_path):
-    conv = _conv_module()
+    conv = _benchmark_module()
     settings = {"eval_every": 5}
 
     def rec(task, init, seed, steps, prompt=None, score=None):
@@ -563,7 +557,7 @@ def test_convergence_summary_counts_censored_runs_and_pairs_inits(tmp_path):
 
 
 def test_convergence_learnable_tasks_are_those_random_init_reaches_on_most_seeds():
-    conv = _conv_module()
+    conv = _benchmark_module()
 
     def rec(task, init, seed, steps):
         return {"task": task, "init": init, "seed": seed, "steps_to_target": steps,
@@ -585,7 +579,7 @@ def test_convergence_learnable_tasks_are_those_random_init_reaches_on_most_seeds
 
 
 def test_convergence_report_retargets_only_downwards():
-    conv = _conv_module()
+    conv = _benchmark_module()
     run = {"task": "tweets-angry-vs-calm", "init": "random", "seed": 0, "target": 0.75,
            "steps_to_target": None, "max_steps": 20,
            "eval_curve": [[0, 0.5, 9.0], [5, 0.62, 3.0], [10, 0.7, 2.0], [20, 0.72, 1.0]]}
