@@ -20,7 +20,7 @@ from ptctl.tuning import checkpoint as ck
 from ptctl.tuning.data import (Batch, example_losses, label_scores, load_task,
                                prompt_label_losses)
 from ptctl.tuning.launch import launch
-from ptctl.tuning.models import load_base_model, model_identity
+from ptctl.tuning.models import load_base_model, model_identity, resolve_model
 from ptctl.tuning.prompt import build_prompt_model, prompt_parameter, read_adapter
 from ptctl.tuning.rundir import RunDir
 from ptctl.tuning.train import DataOrder
@@ -230,6 +230,29 @@ def test_loss_falls_and_result_is_a_peft_adapter(tmp_path):
     assert len(meta["eval_curve"]) == 4 and meta["final_metric"]["accuracy"] >= 0
     config = json.loads((outcome.result / "adapter_config.json").read_text())
     assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == 4
+
+
+def test_label_words_objective_trains_on_the_rank_classification_loss(tmp_path):
+    """objective label_words: each step's loss is the gold label's cross-entropy among the
+    label words (what evaluation ranks), not over the vocabulary, and it trains."""
+    spec = load_spec(write_spec(tmp_path, max_steps=30, learning_rate=0.1, eval_every=10,
+                                objective="label_words"))
+    model, tokenizer = load_base_model("tiny-random")
+    task = load_task(spec.task, tokenizer)
+    order = DataOrder([ex.length for ex in task.train], 8, spec.training.seed)
+    first = [task.train[i] for i in order.step(0)]
+    outcome = launch(spec, tmp_path / "job", 1)
+    assert (outcome.status, outcome.step) == ("finished", 30)
+    prompt0 = build_prompt_model(model, resolve_model(spec.model), spec.prompt, spec.training.seed)
+    start = prompt_parameter(prompt0).detach().unsqueeze(0)
+    rank_ce = prompt_label_losses(model, tokenizer, start, first, task.label_token_ids)
+    vocab_ce = example_losses(model, start, Batch.of(first, tokenizer.pad_token_id)).mean()
+    losses = [loss for _, loss in RunDir(tmp_path / "job").read_progress()["loss_curve"]]
+    assert losses[0] == pytest.approx(rank_ce.item(), abs=1e-4)
+    assert abs(losses[0] - vocab_ce.item()) > 0.5
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+    with pytest.raises(BadInputError, match="training.objective: got .labels."):
+        load_spec(write_spec(tmp_path, objective="labels"))
 
 
 def test_resume_at_other_world_sizes_matches_uninterrupted_run(tmp_path):

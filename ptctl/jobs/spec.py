@@ -158,6 +158,9 @@ class PromptSpec:
                  "a non-empty text when init is 'text'")
 
 
+OBJECTIVES = ("vocabulary", "label_words")
+
+
 @dataclass
 class TrainingSpec:
     """Optimisation. The global batch is fixed whatever the GPU count (gradient accumulation)."""
@@ -171,6 +174,10 @@ class TrainingSpec:
     keep_checkpoints: int = 2
     warmup_steps: int = 0
     seed: int = 0
+    # "vocabulary": the label word's cross-entropy over the whole vocabulary (the usual LM
+    # loss); "label_words": its cross-entropy among the task's label words only, the rank
+    # classification that evaluation and the Prompt Bank score.
+    objective: str = "vocabulary"
 
     def __post_init__(self) -> None:
         _require(self.global_batch_size >= 1, "global_batch_size", self.global_batch_size, ">= 1")
@@ -183,6 +190,8 @@ class TrainingSpec:
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, ">= 1")
         _require(0 <= self.warmup_steps < self.max_steps, "warmup_steps", self.warmup_steps,
                  "0 <= warmup_steps < max_steps")
+        _require(self.objective in OBJECTIVES, "objective", self.objective,
+                 " or ".join(OBJECTIVES))
 
 
 @dataclass

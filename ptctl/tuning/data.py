@@ -323,6 +323,34 @@ def _candidate_batches(prompts: torch.Tensor, examples: list[Example], pad_id: i
             yield p, g, index, group.repeat_interleave(len(index), dim=0), rep
 
 
+def label_log_likelihoods(model, prompts: torch.Tensor, examples: list[Example],
+                          label_token_ids: tuple[tuple[int, ...], ...], pad_id: int,
+                          max_batch: int = 64) -> torch.Tensor:
+    """Log-probability [N, E] of each example's label among the task's label words, after
+    each of N prompts [N, T, H]: the rank classification that evaluation scores, differentiable.
+
+    Single-token label words need one forward pass per (prompt, example); longer words one per
+    (prompt, example, label)."""
+    n, labels = prompts.shape[0], len(label_token_ids)
+    truth = torch.tensor([ex.label for ex in examples], device=prompts.device)
+    scores = torch.zeros(n, len(examples), labels, device=prompts.device)
+    if all(len(ids) == 1 for ids in label_token_ids):
+        cols = torch.tensor([ids[0] for ids in label_token_ids], device=prompts.device)
+        for p, g, index, group, batch in _candidate_batches(prompts, examples, pad_id,
+                                                            max_batch):
+            logp = logits_at(model, group, batch.input_ids, batch.positions[:, :1])[:, 0]
+            scores[p:p + g, index] = logp.log_softmax(-1)[:, cols].view(g, len(index), labels)
+    else:
+        expanded = [Example(ex.text, k, ex.input_ids, ids) for ex in examples
+                    for k, ids in enumerate(label_token_ids)]
+        flat = scores.view(n, -1)
+        for p, g, index, group, batch in _candidate_batches(prompts, expanded, pad_id,
+                                                            max_batch):
+            flat[p:p + g, index] = -example_losses(model, group, batch).view(g, len(index))
+    logp = scores.log_softmax(-1)
+    return logp.gather(-1, truth.view(1, -1, 1).expand(n, -1, 1)).squeeze(-1)
+
+
 @torch.no_grad()
 def prompt_label_losses(model, tokenizer, prompts: torch.Tensor, examples: list[Example],
                         label_token_ids: tuple[tuple[int, ...], ...], max_batch: int = 64
@@ -334,29 +362,9 @@ def prompt_label_losses(model, tokenizer, prompts: torch.Tensor, examples: list[
     Accuracy, and so a job's target, depends only on how the label words rank against each
     other; the whole-vocabulary loss is dominated by how much mass a prompt gives these words
     at all (8-14 nats for a prompt tuned on other words, against under 1 nat for telling the
-    classes apart), so it picks prompts that say the words rather than ones that classify.
-    Single-token label words need one forward pass per (candidate, example), as the training
-    loss does; longer words one per (candidate, example, label)."""
-    n, labels = prompts.shape[0], len(label_token_ids)
-    truth = torch.tensor([ex.label for ex in examples], device=prompts.device)
-    scores = torch.zeros(n, len(examples), labels, device=prompts.device)
-    single = all(len(ids) == 1 for ids in label_token_ids)
-    if single:
-        cols = torch.tensor([ids[0] for ids in label_token_ids], device=prompts.device)
-        for p, g, index, group, batch in _candidate_batches(prompts, examples,
-                                                            tokenizer.pad_token_id, max_batch):
-            logp = logits_at(model, group, batch.input_ids, batch.positions[:, :1])[:, 0]
-            scores[p:p + g, index] = logp.log_softmax(-1)[:, cols].view(g, len(index), labels)
-    else:
-        expanded = [Example(ex.text, k, ex.input_ids, ids) for ex in examples
-                    for k, ids in enumerate(label_token_ids)]
-        flat = scores.view(n, -1)
-        for p, g, index, group, batch in _candidate_batches(prompts, expanded,
-                                                            tokenizer.pad_token_id, max_batch):
-            flat[p:p + g, index] = -example_losses(model, group, batch).view(g, len(index))
-    logp = scores.log_softmax(-1)
-    picked = logp.gather(-1, truth.view(1, -1, 1).expand(n, -1, 1)).squeeze(-1)
-    return -picked.mean(1)
+    classes apart), so it picks prompts that say the words rather than ones that classify."""
+    return -label_log_likelihoods(model, prompts, examples, label_token_ids,
+                                  tokenizer.pad_token_id, max_batch).mean(1)
 
 
 @torch.no_grad()

@@ -34,7 +34,8 @@ import torch.distributed as dist
 from ptctl.errors import BadInputError
 from ptctl.jobs.spec import JobSpec
 from ptctl.tuning.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from ptctl.tuning.data import Batch, example_losses, label_scores, load_task
+from ptctl.tuning.data import (Batch, example_losses, label_log_likelihoods, label_scores,
+                               load_task)
 from ptctl.tuning.models import load_base_model, model_identity, resolve_model
 from ptctl.tuning.prompt import build_prompt_model, export_adapter, prompt_parameter, set_prompt
 from ptctl.tuning.rundir import RunDir
@@ -274,8 +275,13 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
             losses_by_part = torch.zeros(len(micro), dtype=torch.float64)
             for i in range(rank, len(micro), world_size):
                 prompt.grad = None
-                losses = example_losses(model, prompt.unsqueeze(0),
-                                        Batch.of(micro[i], tokenizer.pad_token_id, device))
+                if t.objective == "label_words":
+                    losses = -label_log_likelihoods(model, prompt.unsqueeze(0), micro[i],
+                                                    task.label_token_ids,
+                                                    tokenizer.pad_token_id)[0]
+                else:
+                    losses = example_losses(model, prompt.unsqueeze(0),
+                                            Batch.of(micro[i], tokenizer.pad_token_id, device))
                 (losses.sum() / t.global_batch_size).backward()
                 grads[i] = prompt.grad.double().cpu()
                 losses_by_part[i] = losses.detach().sum().double().cpu()
