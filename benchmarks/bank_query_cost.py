@@ -30,34 +30,43 @@ from pathlib import Path
 import numpy as np
 
 
+def synthetic_copies(snap, n: int, rng):
+    """Yield n perturbed copies of `snap`'s entries, round-robin: (entry id, index of the entry
+    copied, prompt + 2% Gaussian noise, {feature kind: row perturbed the same way})."""
+    import torch
+
+    tensors = [snap.prompt(e) for e in snap.entries]
+    for i in range(n):
+        j = i % len(tensors)
+        tensor = tensors[j]
+        noisy = tensor + 0.02 * tensor.std() * torch.from_numpy(
+            rng.standard_normal(tensor.shape).astype(np.float32))
+        rows = {}
+        for kind, mat in snap.features.items():
+            row = mat[j] + 0.02 * mat[j].std() * rng.standard_normal(mat.shape[1])
+            if kind == "task":
+                row = row / np.linalg.norm(row)
+            rows[kind] = row.astype(np.float32)
+        yield f"{snap.entries[j].id}-copy{i}", j, noisy, rows
+
+
 def synthetic_bank(seed_bank, root: Path, n: int, rng) -> float:
     """Publish an n-entry bank of perturbed copies of `seed_bank`'s entries; build seconds."""
     import dataclasses
-
-    import torch
 
     from ptctl.bank.cluster import cluster
     from ptctl.bank.store import Bank, encode_prompt, sha256_bytes
 
     snap = seed_bank.snapshot()
-    bases = [(e, snap.prompt(e)) for e in snap.entries]
     started = time.perf_counter()
     entries, tensors = [], {}
     feats = {k: [] for k in snap.features}
-    for i in range(n):
-        j = i % len(bases)
-        entry, tensor = bases[j]
-        noisy = tensor + 0.02 * tensor.std() * torch.from_numpy(
-            rng.standard_normal(tensor.shape).astype(np.float32))
+    for eid, j, noisy, rows in synthetic_copies(snap, n, rng):
         data = encode_prompt(noisy)
-        eid = f"{entry.id}-copy{i}"
-        entries.append(dataclasses.replace(entry, id=eid, sha256=sha256_bytes(data)))
+        entries.append(dataclasses.replace(snap.entries[j], id=eid, sha256=sha256_bytes(data)))
         tensors[eid] = data
-        for kind, mat in snap.features.items():
-            row = mat[j] + 0.02 * mat[j].std() * rng.standard_normal(mat.shape[1])
-            if kind == "task":
-                row = row / np.linalg.norm(row)
-            feats[kind].append(row.astype(np.float32))
+        for kind, row in rows.items():
+            feats[kind].append(row)
     feats = {k: np.stack(v) for k, v in feats.items()}
     kind = (snap.manifest.get("selection") or {}).get("chosen", "behaviour")
     bank = Bank(root)

@@ -68,26 +68,17 @@ VALIDATION = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
-                                                  "bank_data"))
-    parser.add_argument("--json", metavar="FILE", help="also write every task's regrets here")
-    args = parser.parse_args()
-
+def score_queries(snap) -> tuple[list[tuple[str, object, str]], np.ndarray, list[np.ndarray]]:
+    """The query tasks as (name, TaskSpec, kind: source / validation / held-out), every entry's
+    loss on each as a query scores it [tasks, entries], and each task's embedding."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bank_convergence import HELD_OUT, make_spec
 
-    from ptctl.bank.cluster import Budget, two_layer_search
     from ptctl.bank.features import TaskEncoder, scoring_examples
     from ptctl.bank.query import SAMPLES, scored_matrix
-    from ptctl.bank.store import Bank
     from ptctl.jobs.spec import TaskSpec
     from ptctl.tuning.models import load_base_model, scoring_dtype
 
-    snap = Bank.for_model(args.bank_dir, "smollm2-135m").snapshot()
-    ids = [e.id for e in snap.entries]
-    column = {eid: j for j, eid in enumerate(ids)}
     sources = [(e.id, TaskSpec(**e.task_spec), "source") for e in snap.entries]
     settings = {"max_length": 32, "eval_samples": 64, "max_train_samples": 1000}
     validation = [(name, TaskSpec(source=src, label_map=labels, **settings), "validation")
@@ -101,6 +92,23 @@ def main() -> None:
     for _, task, _ in queries:
         _, texts, words, _ = scoring_examples(task, tokenizer, SAMPLES)
         vectors.append(encoder.task_embedding(texts, words))
+    return queries, losses, vectors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
+                                                  "bank_data"))
+    parser.add_argument("--json", metavar="FILE", help="also write every task's regrets here")
+    args = parser.parse_args()
+
+    from ptctl.bank.cluster import Budget, two_layer_search
+    from ptctl.bank.store import Bank
+
+    snap = Bank.for_model(args.bank_dir, "smollm2-135m").snapshot()
+    ids = [e.id for e in snap.entries]
+    column = {eid: j for j, eid in enumerate(ids)}
+    queries, losses, vectors = score_queries(snap)
     features = snap.features["task"]
 
     def nearest_only(row, similarity, eligible, budget):

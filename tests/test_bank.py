@@ -434,6 +434,33 @@ def test_nearest_entries_are_scored_before_the_medoids():
         Budget(nearest=-1)
 
 
+def test_distinct_nearest_and_member_order_reach_a_cluster_whose_medoid_looks_unrelated():
+    """Copies of one prompt can fill every nearest slot, and a behaviour cluster's medoid can
+    be unlike the task while a member is close: distinct_nearest takes the nearest entries
+    from different clusters, medoid_order="member" ranks a cluster by its closest member."""
+    def search(clusters, loss, near, **options):
+        return two_layer_search(clusters, lambda ids: np.array([loss[i] for i in ids]),
+                                Budget(scale=0.1, minimum=4, **options),
+                                lambda ids: np.array([near[i] for i in ids]))
+
+    copies = Clusters("behaviour", ["m1", "m2"], [["m1", "dup1", "dup2"], ["m2", "best"]])
+    loss = {"m1": 1.0, "dup1": 1.0, "dup2": 1.0, "m2": 2.0, "best": 0.1}
+    near = {"dup1": 0.9, "dup2": 0.89, "m1": 0.8, "best": 0.5, "m2": 0.0}
+    plain = search(copies, loss, near)
+    assert list(plain.scored)[:2] == ["dup1", "dup2"] and plain.best != "best"
+    distinct = search(copies, loss, near, distinct_nearest=True)
+    assert list(distinct.scored)[:2] == ["dup1", "best"] and distinct.best == "best"
+
+    unlike = Clusters("behaviour", ["m1", "m2", "m3"], [["m1", "a"], ["m2", "x"], ["m3", "best"]])
+    loss = {"m1": 1.0, "a": 1.0, "m2": 2.0, "x": 2.0, "m3": 1.5, "best": 0.1}
+    near = {"m1": 0.6, "a": 0.1, "m2": 0.5, "x": 0.4, "m3": 0.0, "best": 0.55}
+    assert search(unlike, loss, near, nearest=0).best != "best"      # layer 1: m1, m2
+    member = search(unlike, loss, near, nearest=0, medoid_order="member")
+    assert list(member.scored)[:2] == ["m1", "m3"] and member.best == "best"
+    with pytest.raises(ValueError, match="medoid_order"):
+        Budget(medoid_order="centroid")
+
+
 def test_selection_regret_searches_as_a_query_does():
     """The build's feature choice measures the search that queries run: with the entries' task
     embeddings, the nearest entries are scored first (the task's own entry stands in)."""

@@ -71,11 +71,16 @@ class Budget:
     medoids and the remainder to members. The nearest entries guard against a cluster whose
     medoid scores badly on the new task while one of its members is the best start (seed
     bank: tweets-3 for tweet tasks; benchmarks/bank_search_choice.py chose 2).
+    `distinct_nearest` and `medoid_order="member"` are measured alternatives, off by default:
+    benchmarks/bank_search_scale.py compares them on the seed bank and on banks of copies.
     """
 
     scale: float = 0.6
     minimum: int = 8
     nearest: int = 2
+    distinct_nearest: bool = False   # the nearest entries come from different clusters
+    medoid_order: str = "medoid"     # rank clusters for layer 1 by the medoid's similarity
+    #                                  ("medoid") or by their most similar member ("member")
 
     def __post_init__(self) -> None:
         if not self.scale > 0:
@@ -84,6 +89,8 @@ class Budget:
             raise ValueError(f"minimum: got {self.minimum!r}, expected an integer >= 2")
         if not isinstance(self.nearest, int) or self.nearest < 0:
             raise ValueError(f"nearest: got {self.nearest!r}, expected an integer >= 0")
+        if self.medoid_order not in ("medoid", "member"):
+            raise ValueError(f"medoid_order: got {self.medoid_order!r}, expected medoid or member")
 
     def total(self, n: int) -> int:
         return min(n, max(self.minimum, math.ceil(self.scale * math.sqrt(n))))
@@ -119,15 +126,30 @@ def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray
         raise ValueError("no eligible entries to search")
     total = budget.total(n)
     scored: dict[str, float] = {}
-    if similarity and budget.nearest and total > 1:
-        pool = [m for g in groups for m in g]
+    pool = [m for g in groups for m in g]
+    pool_sims = similarity(pool) if similarity else None
+    if pool_sims is not None and budget.nearest and total > 1:
         k = min(budget.nearest, total - 1)
-        nearest = [pool[int(i)] for i in np.argsort(-similarity(pool), kind="stable")[:k]]
+        group_of = [c for c, g in enumerate(groups) for _ in g]
+        nearest, taken = [], set()
+        for i in np.argsort(-pool_sims, kind="stable"):
+            if budget.distinct_nearest and group_of[int(i)] in taken:
+                continue
+            nearest.append(pool[int(i)])
+            taken.add(group_of[int(i)])
+            if len(nearest) == k:
+                break
         scored.update(zip(nearest, map(float, score(nearest))))
     layer1 = min(len(reps), max(1, (total - len(scored)) // 2))
     order = list(range(len(reps)))
     if layer1 < len(reps):
-        sims = similarity(reps) if similarity else np.zeros(len(reps))
+        if pool_sims is None:
+            sims = np.zeros(len(reps))
+        elif budget.medoid_order == "member":
+            ends = np.cumsum([len(g) for g in groups])
+            sims = np.array([pool_sims[end - len(g):end].max() for g, end in zip(groups, ends)])
+        else:
+            sims = similarity(reps)
         order = [int(i) for i in np.argsort(-sims, kind="stable")[:layer1]]
     first = [reps[i] for i in order if reps[i] not in scored]
     if first:
