@@ -434,10 +434,11 @@ def test_nearest_entries_are_scored_before_the_medoids():
         Budget(nearest=-1)
 
 
-def test_distinct_nearest_and_member_order_reach_a_cluster_whose_medoid_looks_unrelated():
+def test_search_variants_reach_a_cluster_whose_medoid_looks_unrelated():
     """Copies of one prompt can fill every nearest slot, and a behaviour cluster's medoid can
     be unlike the task while a member is close: distinct_nearest takes the nearest entries
-    from different clusters, medoid_order="member" ranks a cluster by its closest member."""
+    from different clusters, medoid_order="member" ranks a cluster by its closest member,
+    "spread" takes medoids far apart in the clustering features."""
     def search(clusters, loss, near, **options):
         return two_layer_search(clusters, lambda ids: np.array([loss[i] for i in ids]),
                                 Budget(scale=0.1, minimum=4, **options),
@@ -457,6 +458,12 @@ def test_distinct_nearest_and_member_order_reach_a_cluster_whose_medoid_looks_un
     assert search(unlike, loss, near, nearest=0).best != "best"      # layer 1: m1, m2
     member = search(unlike, loss, near, nearest=0, medoid_order="member")
     assert list(member.scored)[:2] == ["m1", "m3"] and member.best == "best"
+    place = {"m1": [0.0, 0.0], "m2": [0.1, 0.0], "m3": [1.0, 0.0]}  # m2 behaves like m1
+    spread = two_layer_search(unlike, lambda ids: np.array([loss[i] for i in ids]),
+                              Budget(scale=0.1, minimum=4, nearest=0, medoid_order="spread"),
+                              lambda ids: np.array([near[i] for i in ids]), None,
+                              lambda ids: np.array([place[i] for i in ids]))
+    assert list(spread.scored)[:2] == ["m1", "m3"] and spread.best == "best"
     with pytest.raises(ValueError, match="medoid_order"):
         Budget(medoid_order="centroid")
 

@@ -22,7 +22,9 @@ def n_clusters(n: int) -> int:
     return max(1, min(n, math.ceil(math.sqrt(n))))
 
 
-def _prepare(features: np.ndarray, kind: str) -> np.ndarray:
+def prepared_features(features: np.ndarray, kind: str) -> np.ndarray:
+    """The features as k-means sees them: behaviour standardised per dimension, then each row
+    normalised."""
     x = np.asarray(features, dtype=np.float32)
     if kind == "behaviour":  # hidden states: per-dimension scales differ by orders of magnitude
         x = (x - x.mean(0)) / (x.std(0) + 1e-6)
@@ -37,7 +39,7 @@ def cluster(ids: Sequence[str], features: np.ndarray, kind: str, seed: int = 0) 
     ids = list(ids)
     if not ids:
         return Clusters(kind, [], [])
-    x = _prepare(features, kind)
+    x = prepared_features(features, kind)
     k = n_clusters(len(ids))
     # OpenMP threads spin-wait: on shared cores they cost more than this small job gains.
     faiss.omp_set_num_threads(1)
@@ -71,7 +73,8 @@ class Budget:
     medoids and the remainder to members. The nearest entries guard against a cluster whose
     medoid scores badly on the new task while one of its members is the best start (seed
     bank: tweets-3 for tweet tasks; benchmarks/bank_search_choice.py chose 2).
-    `distinct_nearest` and `medoid_order="member"` are measured alternatives, off by default:
+    `distinct_nearest` and `medoid_order` "member" or "spread" are measured alternatives, off by
+    default (spread needs the entries' clustering features):
     benchmarks/bank_search_scale.py compares them on the seed bank and on banks of copies.
     """
 
@@ -80,7 +83,8 @@ class Budget:
     nearest: int = 2
     distinct_nearest: bool = False   # the nearest entries come from different clusters
     medoid_order: str = "medoid"     # rank clusters for layer 1 by the medoid's similarity
-    #                                  ("medoid") or by their most similar member ("member")
+    #  ("medoid"), by their most similar member ("member"), or spread them over the clustering
+    #  features: the most similar medoid, then farthest points ("spread")
 
     def __post_init__(self) -> None:
         if not self.scale > 0:
@@ -89,8 +93,9 @@ class Budget:
             raise ValueError(f"minimum: got {self.minimum!r}, expected an integer >= 2")
         if not isinstance(self.nearest, int) or self.nearest < 0:
             raise ValueError(f"nearest: got {self.nearest!r}, expected an integer >= 0")
-        if self.medoid_order not in ("medoid", "member"):
-            raise ValueError(f"medoid_order: got {self.medoid_order!r}, expected medoid or member")
+        if self.medoid_order not in ("medoid", "member", "spread"):
+            raise ValueError(f"medoid_order: got {self.medoid_order!r}, expected medoid, member "
+                             "or spread")
 
     def total(self, n: int) -> int:
         return min(n, max(self.minimum, math.ceil(self.scale * math.sqrt(n))))
@@ -107,13 +112,16 @@ class SearchResult:
 def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray],
                      budget: Budget = Budget(),
                      similarity: Callable[[list[str]], np.ndarray] | None = None,
-                     eligible: set[str] | None = None) -> SearchResult:
+                     eligible: set[str] | None = None,
+                     placement: Callable[[list[str]], np.ndarray] | None = None
+                     ) -> SearchResult:
     """Layer 1 scores cluster medoids, layer 2 the members of the best clusters.
 
     `similarity(ids)` (task embedding similarity to the new task, higher = closer; the cheap
     faiss pre-filter) picks the `budget.nearest` entries scored before layer 1, and which
     medoids (or members) are scored when there are more than the budget allows. `eligible`
-    limits the search to some entries (e.g. a prompt length).
+    limits the search to some entries (e.g. a prompt length). `placement(ids)` gives entries'
+    clustering features, for `Budget.medoid_order="spread"` (without it: the medoid order).
     """
     groups = [[m for m in g if eligible is None or m in eligible] for g in clusters.members]
     reps = []
@@ -145,6 +153,8 @@ def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray
     if layer1 < len(reps):
         if pool_sims is None:
             sims = np.zeros(len(reps))
+        elif budget.medoid_order == "spread" and placement is not None:
+            sims = -_farthest_point_rank(placement(reps), int(np.argmax(similarity(reps))))
         elif budget.medoid_order == "member":
             ends = np.cumsum([len(g) for g in groups])
             sims = np.array([pool_sims[end - len(g):end].max() for g, end in zip(groups, ends)])
@@ -172,6 +182,21 @@ def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray
             left -= len(members)
     best = min(scored, key=scored.get)
     return SearchResult(best, scored[best], scored, expanded)
+
+
+def _farthest_point_rank(points: np.ndarray, first: int) -> np.ndarray:
+    """Rank of each point in the greedy farthest-point order that starts at `first`: each next
+    point is the one farthest from all ranked so far."""
+    rank = np.zeros(len(points), dtype=np.int64)
+    ranked = np.zeros(len(points), dtype=bool)
+    dist = np.full(len(points), np.inf)
+    current = first
+    for r in range(len(points)):
+        rank[current], ranked[current] = r, True
+        dist = np.minimum(dist, ((points - points[current]) ** 2).sum(1))
+        if r + 1 < len(points):
+            current = int(np.argmax(np.where(ranked, -1.0, dist)))
+    return rank
 
 
 def selection_regret(ids: list[str], losses: np.ndarray, own: list[int | None],
