@@ -120,7 +120,8 @@ SEARCH = {"bank": f"two-layer, {Budget().nearest} nearest by task embedding firs
 
 
 def make_spec(task: str, init: str, seed: int, max_steps: int = MAX_STEPS,
-              eval_every: int = EVAL_EVERY, eval_samples: int = EVAL_SAMPLES):
+              eval_every: int = EVAL_EVERY, eval_samples: int = EVAL_SAMPLES,
+              objective: str = "vocabulary"):
     from ptctl.jobs.spec import spec_from_dict
 
     held = HELD_OUT[task]
@@ -137,13 +138,18 @@ def make_spec(task: str, init: str, seed: int, max_steps: int = MAX_STEPS,
         "training": {"global_batch_size": batch, "micro_batch_size": batch,
                      "learning_rate": SETTINGS["learning_rate"],
                      "max_steps": max_steps, "eval_every": eval_every,
-                     "checkpoint_every": 1000, "seed": seed},
+                     "checkpoint_every": 1000, "seed": seed, "objective": objective},
     }, origin=f"held-out {task}")
 
 
 def settings_of(args) -> dict:
-    return {**SETTINGS, "max_steps": args.max_steps, "eval_every": args.eval_every,
-            "eval_samples": args.eval_samples}
+    """The settings a record must match to be reused (records from before session 8 have no
+    objective: they trained on the vocabulary objective)."""
+    settings = {**SETTINGS, "max_steps": args.max_steps, "eval_every": args.eval_every,
+                "eval_samples": args.eval_samples}
+    if args.objective != "vocabulary":
+        settings["objective"] = args.objective
+    return settings
 
 
 def steps_to(curve: list[list[float]], target: float) -> int | None:
@@ -179,7 +185,7 @@ def run(args) -> None:
                 if prior and not init.startswith("bank"):
                     continue
                 spec = make_spec(task, init, seed, args.max_steps, args.eval_every,
-                                 args.eval_samples)
+                                 args.eval_samples, args.objective)
                 tensor, prompt_id, pick = None, None, None
                 if init.startswith("bank"):
                     key = (task, init)
@@ -434,6 +440,8 @@ def main() -> None:
     r.add_argument("--max-steps", type=int, default=MAX_STEPS)
     r.add_argument("--eval-every", type=int, default=EVAL_EVERY)
     r.add_argument("--eval-samples", type=int, default=EVAL_SAMPLES)
+    r.add_argument("--objective", default="vocabulary", choices=("vocabulary", "label_words"),
+                   help="training.objective of every run")
     r.add_argument("--bank-dir", default=None)
     r.add_argument("--out", required=True)
     p = sub.add_parser("report")
