@@ -555,6 +555,30 @@ def test_bank_start_lr_rule_needs_a_complete_variant_at_most_0_8x_the_current_me
     assert lr_bench.decide(current + fewer)[0] is None
 
 
+def test_bank_objective_rules_need_every_cell_a_bank_gain_and_no_smaller_gap():
+    obj = _benchmark_module("bank_objective")
+
+    def cell(init, objective, accuracies):
+        return {(init, objective): {t: {"eval_curve": [[0, 0.1, 0.0], [10, a, 0.0], [100, a, 0.0]]}
+                                    for t, a in zip(obj.TASKS, accuracies)}}
+
+    n = len(obj.TASKS)
+    runs = {**cell("bank", "vocabulary", [0.6] * n), **cell("bank", "label_words", [0.65] * n),
+            **cell("random", "vocabulary", [0.5] * n), **cell("random", "label_words", [0.5] * n)}
+    result = obj.decide(runs)
+    assert result["gain"]["bank"] == pytest.approx(0.05) and result["bank_higher_on"] == n
+    assert result["rule_a"] and not result["rule_b"]      # random gained nothing
+    runs.update(cell("random", "label_words", [0.53] * n))  # gap 0.10 -> 0.12: A; and B
+    assert obj.decide(runs)["rule_a"] and obj.decide(runs)["rule_b"]
+    runs.update(cell("random", "label_words", [0.6] * n))   # random gains more: the gap shrinks
+    assert not obj.decide(runs)["rule_a"] and obj.decide(runs)["rule_b"]
+    few = [0.7] * 4 + [0.6] * (n - 4)                       # higher on 4 of 8 only
+    runs.update(cell("bank", "label_words", few) | cell("random", "label_words", [0.5] * n))
+    assert not obj.decide(runs)["rule_a"]
+    del runs[("random", "label_words")][obj.TASKS[0]]
+    assert obj.decide(runs) == {"complete": False}
+
+
 def test_convergence_summary_counts_censored_runs_and_pairs_inits(tmp_path):
     conv = _benchmark_module()
     settings = {"eval_every": 5}
