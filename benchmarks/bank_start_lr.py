@@ -56,7 +56,8 @@ def make_spec(task: str, learning_rate: float, target: float):
                  "eval_samples": EVAL_SAMPLES, "max_train_samples": 1000},
         "training": {"global_batch_size": batch, "micro_batch_size": batch,
                      "learning_rate": learning_rate, "max_steps": HORIZON,
-                     "eval_every": EVAL_EVERY, "checkpoint_every": 1000, "seed": 0},
+                     "eval_every": EVAL_EVERY, "checkpoint_every": 1000, "seed": 0,
+                     "objective": "vocabulary"},  # as run in session 7
     }, origin=f"validation task {task}")
 
 

@@ -99,6 +99,7 @@ def main() -> None:
     spec = load_spec(args.spec)
     spec.task.eval_samples = 8  # the step-0 evaluation is not timed; keep it short
     spec.target = Target.parse("loss <= 1e-9")  # never reached: always run all the steps
+    spec.training.objective = "vocabulary"  # the Trainer's causal-LM loss: the same work
     first = ptctl_mean_step(spec, args.steps)
     same = statistics.mean(trainer_steps(spec, args.steps, ptctl_batches=True))
     shuffled = statistics.mean(trainer_steps(spec, args.steps, ptctl_batches=False))

@@ -219,12 +219,15 @@ def test_data_order_depends_only_on_sample_index():
 
 # --- training, elasticity, checkpoints -------------------------------------------------------
 
-def test_loss_falls_and_result_is_a_peft_adapter(tmp_path):
-    spec = load_spec(write_spec(tmp_path, max_steps=30, learning_rate=0.1, eval_every=10))
+@pytest.mark.parametrize("objective, fall", [("label_words", 0.15), ("vocabulary", 0.5)])
+def test_loss_falls_and_result_is_a_peft_adapter(tmp_path, objective, fall):
+    """Both objectives train (label_words, the default, starts near ln 2 on two labels)."""
+    spec = load_spec(write_spec(tmp_path, max_steps=30, learning_rate=0.1, eval_every=10,
+                                objective=objective))
     outcome = launch(spec, tmp_path / "job", 1)
     assert (outcome.status, outcome.reason, outcome.step) == ("finished", "max_steps", 30)
     losses = [loss for _, loss in RunDir(tmp_path / "job").read_progress()["loss_curve"]]
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - fall
     prompt, meta = read_adapter(outcome.result)
     assert prompt.shape == (4, 64) and meta["steps"] == 30 and meta["samples"] == 240
     assert len(meta["eval_curve"]) == 4 and meta["final_metric"]["accuracy"] >= 0
@@ -234,7 +237,8 @@ def test_loss_falls_and_result_is_a_peft_adapter(tmp_path):
 
 def test_label_words_objective_trains_on_the_rank_classification_loss(tmp_path):
     """objective label_words: each step's loss is the gold label's cross-entropy among the
-    label words (what evaluation ranks), not over the vocabulary, and it trains."""
+    label words (what evaluation ranks), not over the vocabulary, and it trains (label words
+    of several byte tokens here: the per-label path)."""
     spec = load_spec(write_spec(tmp_path, max_steps=30, learning_rate=0.1, eval_every=10,
                                 objective="label_words"))
     model, tokenizer = load_base_model("tiny-random")
@@ -253,6 +257,20 @@ def test_label_words_objective_trains_on_the_rank_classification_loss(tmp_path):
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
     with pytest.raises(BadInputError, match="training.objective: got .labels."):
         load_spec(write_spec(tmp_path, objective="labels"))
+
+
+@pytest.mark.parametrize("single", [True, False], ids=["one-token words", "longer words"])
+def test_auto_objective_is_label_words_only_for_one_token_label_words(tmp_path, single):
+    """The default, auto: label_words where it costs what vocabulary costs (one token per label
+    word), vocabulary where label_words would need a forward pass per label."""
+    spec = load_spec(write_spec(tmp_path, max_steps=2))
+    assert spec.training.objective == "auto"
+    if single:  # byte tokens: one-letter words after a template ending in a space
+        spec.task.label_words = {"negative": "n", "positive": "p"}
+        spec.task.template = "{text}\nLabel: "
+    outcome = launch(spec, tmp_path / "job", 1)
+    _, meta = read_adapter(outcome.result)
+    assert meta["objective"] == ("label_words" if single else "vocabulary")
 
 
 def test_resume_at_other_world_sizes_matches_uninterrupted_run(tmp_path):

@@ -173,6 +173,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
         model, tokenizer = load_base_model(spec.model, device)
         identity = model_identity(spec.model, model)
         task = load_task(spec.task, tokenizer)
+        objective = training_objective(t.objective, task.label_token_ids)
         order = DataOrder([ex.length for ex in task.train], t.global_batch_size, t.seed)
         last = latest_checkpoint(run.checkpoints)
         if spec.prompt.init == "bank" and init_prompt is None:
@@ -275,7 +276,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
             losses_by_part = torch.zeros(len(micro), dtype=torch.float64)
             for i in range(rank, len(micro), world_size):
                 prompt.grad = None
-                if t.objective == "label_words":
+                if objective == "label_words":
                     losses = -label_log_likelihoods(model, prompt.unsqueeze(0), micro[i],
                                                     task.label_token_ids,
                                                     tokenizer.pad_token_id)[0]
@@ -320,7 +321,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                 "steps": state.step, "samples": state.samples, "final_metric": state.metrics(),
                 "target": str(spec.target), "reason": state.finished,
                 "loss_curve": state.losses, "eval_curve": state.evals,
-                "init_prompt_id": state.init_prompt_id, "job": spec.name,
+                "init_prompt_id": state.init_prompt_id, "job": spec.name, "objective": objective,
             })
         progress("finished", state.finished)
         _barrier(world_size)
@@ -334,6 +335,13 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+def training_objective(objective: str, label_token_ids: tuple[tuple[int, ...], ...]) -> str:
+    """The loss a run trains on: "auto" is label_words when every label word is one token."""
+    if objective != "auto":
+        return objective
+    return "label_words" if all(len(ids) == 1 for ids in label_token_ids) else "vocabulary"
+
 
 def lr_factor(step: int, warmup: int, max_steps: int) -> float:
     """Linear warmup over `warmup` steps, then linear decay to 0 at `max_steps`."""
