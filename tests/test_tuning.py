@@ -251,8 +251,12 @@ def test_label_words_objective_trains_on_the_rank_classification_loss(tmp_path):
     start = prompt_parameter(prompt0).detach().unsqueeze(0)
     rank_ce = prompt_label_losses(model, tokenizer, start, first, task.label_token_ids)
     vocab_ce = example_losses(model, start, Batch.of(first, tokenizer.pad_token_id)).mean()
-    losses = [loss for _, loss in RunDir(tmp_path / "job").read_progress()["loss_curve"]]
+    progress = RunDir(tmp_path / "job").read_progress()
+    losses = [loss for _, loss in progress["loss_curve"]]
     assert losses[0] == pytest.approx(rank_ce.item(), abs=1e-4)
+    # The evaluation loss (what a `loss <=` target reads) is the same objective's.
+    eval_ce = prompt_label_losses(model, tokenizer, start, task.eval, task.label_token_ids)
+    assert progress["eval_curve"][0][2] == pytest.approx(eval_ce.item(), abs=1e-4)
     assert abs(losses[0] - vocab_ce.item()) > 0.5
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
     with pytest.raises(BadInputError, match="training.objective: got .labels."):

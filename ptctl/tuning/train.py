@@ -202,8 +202,10 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
             scores = label_scores(model, prompt.detach().unsqueeze(0), mine,
                                   task.label_token_ids, tokenizer.pad_token_id)
             gold = torch.tensor([ex.label for ex in mine], dtype=torch.long)
+            # The loss is the one training minimises, so that a `loss <=` target can be met.
+            logp = scores.log_softmax(1) if objective == "label_words" else scores
             sums = torch.tensor([(scores.argmax(1) == gold).sum().item(),
-                                 -scores.gather(1, gold.unsqueeze(1)).sum().item()],
+                                 -logp.gather(1, gold.unsqueeze(1)).sum().item()],
                                 dtype=torch.float64)
             _all_reduce(sums, device)
             n = len(task.eval)
