@@ -323,6 +323,12 @@ def _candidate_batches(prompts: torch.Tensor, examples: list[Example], pad_id: i
             yield p, g, index, group.repeat_interleave(len(index), dim=0), rep
 
 
+def one_token_words(label_token_ids: tuple[tuple[int, ...], ...]) -> bool:
+    """Whether every label word is one token: then one forward pass per example scores them
+    all; otherwise each label needs its own."""
+    return all(len(ids) == 1 for ids in label_token_ids)
+
+
 def label_log_likelihoods(model, prompts: torch.Tensor, examples: list[Example],
                           label_token_ids: tuple[tuple[int, ...], ...], pad_id: int,
                           max_batch: int = 64) -> torch.Tensor:
@@ -334,7 +340,7 @@ def label_log_likelihoods(model, prompts: torch.Tensor, examples: list[Example],
     n, labels = prompts.shape[0], len(label_token_ids)
     truth = torch.tensor([ex.label for ex in examples], device=prompts.device)
     scores = torch.zeros(n, len(examples), labels, device=prompts.device)
-    if all(len(ids) == 1 for ids in label_token_ids):
+    if one_token_words(label_token_ids):
         cols = torch.tensor([ids[0] for ids in label_token_ids], device=prompts.device)
         for p, g, index, group, batch in _candidate_batches(prompts, examples, pad_id,
                                                             max_batch):
@@ -378,7 +384,7 @@ def label_scores(model, prompt: torch.Tensor, examples: list[Example],
     if prompt.dim() == 2:
         prompt = prompt.unsqueeze(0)
     scores = torch.zeros(len(examples), len(label_token_ids))
-    single = all(len(ids) == 1 for ids in label_token_ids)
+    single = one_token_words(label_token_ids)
     for lo in range(0, len(examples), micro_batch):
         part = examples[lo:lo + micro_batch]
         if single:

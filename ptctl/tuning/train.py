@@ -35,7 +35,7 @@ from ptctl.errors import BadInputError
 from ptctl.jobs.spec import JobSpec
 from ptctl.tuning.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ptctl.tuning.data import (Batch, example_losses, label_log_likelihoods, label_scores,
-                               load_task)
+                               load_task, one_token_words)
 from ptctl.tuning.models import load_base_model, model_identity, resolve_model
 from ptctl.tuning.prompt import build_prompt_model, export_adapter, prompt_parameter, set_prompt
 from ptctl.tuning.rundir import RunDir
@@ -342,7 +342,7 @@ def training_objective(objective: str, label_token_ids: tuple[tuple[int, ...], .
     """The loss a run trains on: "auto" is label_words when every label word is one token."""
     if objective != "auto":
         return objective
-    return "label_words" if all(len(ids) == 1 for ids in label_token_ids) else "vocabulary"
+    return "label_words" if one_token_words(label_token_ids) else "vocabulary"
 
 
 def lr_factor(step: int, warmup: int, max_steps: int) -> float:
