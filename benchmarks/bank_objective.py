@@ -31,14 +31,12 @@ import json
 import os
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bank_convergence import steps_to  # noqa: E402
 from bank_search_choice import VALIDATION  # noqa: E402
-from bank_start_lr import CURRENT, STOP, make_spec  # noqa: E402
+from bank_start_lr import CURRENT, STOP, make_spec, tune_stopped  # noqa: E402
 
 TASKS = [t for t in VALIDATION if t.startswith("tweets-")]
 OBJECTIVES = ("vocabulary", "label_words")
@@ -56,7 +54,6 @@ def reused(paths: list[str]) -> dict[str, dict]:
 
 def run(args) -> None:
     from ptctl.bank.store import Bank
-    from ptctl.tuning.launch import launch
 
     out = Path(args.out)
     done = set()
@@ -74,19 +71,13 @@ def run(args) -> None:
             spec = dataclasses.replace(
                 spec, prompt=dataclasses.replace(spec.prompt, init=init),
                 training=dataclasses.replace(spec.training, objective=objective))
-            tensor = snap.prompt(snap.entry(first["prompt_id"])) if init == "bank" else None
-            started = time.perf_counter()
-            with tempfile.TemporaryDirectory(prefix="bank-objective-") as folder:
-                outcome = launch(spec, Path(folder), 1, init_prompt=tensor,
-                                 init_prompt_id=first["prompt_id"] if tensor is not None
-                                 else None, stop_after=STOP)
-                curve = json.loads((Path(folder) / "progress.json").read_text())["eval_curve"]
-            record = {"task": task, "init": init, "objective": objective,
-                      "prompt_id": first["prompt_id"] if init == "bank" else None,
+            prompt_id = first["prompt_id"] if init == "bank" else None
+            tensor = snap.prompt(snap.entry(prompt_id)) if prompt_id else None
+            reason, curve, seconds = tune_stopped(spec, tensor, prompt_id)
+            record = {"task": task, "init": init, "objective": objective, "prompt_id": prompt_id,
                       "majority": first["majority"], "target": first["target"],
                       "steps_to_target": steps_to(curve, first["target"]), "eval_curve": curve,
-                      "reason": outcome.reason, "seconds": round(time.perf_counter() - started, 1),
-                      "loadavg": os.getloadavg()[0]}
+                      "reason": reason, "seconds": seconds, "loadavg": os.getloadavg()[0]}
             with out.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             print(task, init, objective, record["steps_to_target"], record["seconds"], flush=True)

@@ -61,10 +61,22 @@ def make_spec(task: str, learning_rate: float, target: float):
     }, origin=f"validation task {task}")
 
 
+def tune_stopped(spec, tensor, prompt_id: str | None) -> tuple[str, list, float]:
+    """Tune `spec` for STOP steps in a temp folder, from `tensor` (None: the spec's own init):
+    (how the run ended, its eval curve, seconds)."""
+    from ptctl.tuning.launch import launch
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bank-val-") as folder:
+        outcome = launch(spec, Path(folder), 1, init_prompt=tensor, init_prompt_id=prompt_id,
+                         stop_after=STOP)
+        curve = json.loads((Path(folder) / "progress.json").read_text())["eval_curve"]
+    return outcome.reason, curve, round(time.perf_counter() - started, 1)
+
+
 def run(args) -> None:
     from ptctl.bank.query import query
     from ptctl.tuning.data import load_task
-    from ptctl.tuning.launch import launch
     from ptctl.tuning.models import load_base_model
 
     out = Path(args.out)
@@ -87,18 +99,12 @@ def run(args) -> None:
                     picks[task] = (majority, target, result.prompt_id,
                                    snap.prompt(snap.entry(result.prompt_id)))
                 majority, target, prompt_id, tensor = picks[task]
-                started = time.perf_counter()
-                with tempfile.TemporaryDirectory(prefix="bank-lr-") as folder:
-                    outcome = launch(make_spec(task, lr, target), Path(folder), 1,
-                                     init_prompt=tensor, init_prompt_id=prompt_id,
-                                     stop_after=STOP)
-                    curve = json.loads((Path(folder) / "progress.json").read_text())["eval_curve"]
+                reason, curve, seconds = tune_stopped(make_spec(task, lr, target), tensor,
+                                                      prompt_id)
                 steps = steps_to(curve, target)
                 record = {"task": task, "lr": lr, "prompt_id": prompt_id, "majority": majority,
                           "target": target, "steps_to_target": steps, "eval_curve": curve,
-                          "reason": outcome.reason,
-                          "seconds": round(time.perf_counter() - started, 1),
-                          "loadavg": os.getloadavg()[0]}
+                          "reason": reason, "seconds": seconds, "loadavg": os.getloadavg()[0]}
                 with out.open("a") as f:
                     f.write(json.dumps(record) + "\n")
                 print(task, lr, prompt_id, target, steps, record["seconds"], flush=True)
