@@ -178,7 +178,7 @@ def run(args) -> None:
     picks: dict[tuple[str, str], tuple] = {}
     tasks = args.tasks.split(",") if args.tasks else [
         t for t, held in HELD_OUT.items() if args.set in ("all", held["set"])]
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.seeds):
         for task in tasks:
             for init in inits:
                 prior = done.get((task, init, seed))
@@ -436,7 +436,9 @@ def main() -> None:
     r.add_argument("--tasks", default=None, help="comma list of held-out tasks "
                    "(default: every task of --set)")
     r.add_argument("--set", default="seen-words", choices=SETS + ["all"])
-    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--seeds", type=int, default=3, help="run seeds first-seed .. seeds-1")
+    r.add_argument("--first-seed", type=int, default=0,
+                   help="skip the seeds below it (already measured elsewhere)")
     r.add_argument("--max-steps", type=int, default=MAX_STEPS)
     r.add_argument("--eval-every", type=int, default=EVAL_EVERY)
     r.add_argument("--eval-samples", type=int, default=EVAL_SAMPLES)
