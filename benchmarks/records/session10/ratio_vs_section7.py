@@ -1,22 +1,42 @@
-"""Bank (session 10 records) vs random (section 7's runs, per seed; 10 of them re-run here and identical)."""
-import json, math, statistics, sys
-RANDOM_S7 = {  # RESULTS.md Prompt Bank section 7, random, seeds 0-2 (None = censored at 600)
+"""The rebuilt bank's held-out runs (session 10) against section 7's random runs, per seed.
+
+    python ratio_vs_section7.py a.jsonl b.jsonl random_check.jsonl
+
+Section 7's random records were lost with session 9's machine; its table gives their steps.
+Every random run re-made in session 10 (in the records given) must match it, or this fails.
+Prints the pooled medians and the ratio as `ptctl sim gen --convergence` reads it.
+"""
+import json
+import math
+import statistics
+import sys
+
+# RESULTS.md, Prompt Bank section 7, random init, seeds 0-2 (None = censored at 600 steps).
+RANDOM_S7 = {
     "bbc-business-vs-politics": [10, 20, 10], "bbc-entertainment-vs-tech": [20, 10, 20],
     "bbc-tech-vs-sport": [10, 10, 10], "tweets-angry-vs-calm": [300, None, 390],
     "tweets-great-vs-awful": [270, None, 300], "tweets-neg-vs-neutral": [None, None, None]}
-val = lambda s: 610 if s is None else s
+
+
+def censored(steps):
+    return 610 if steps is None else steps
+
+
 bank = {}
 for path in sys.argv[1:]:
     for line in open(path):
         r = json.loads(line)
         if r["init"] == "bank":
             bank.setdefault(r["task"], {})[r["seed"]] = r["steps_to_target"]
-        elif r["init"] == "random":   # the re-runs must match section 7
+        elif r["init"] == "random":
             assert r["steps_to_target"] == RANDOM_S7[r["task"]][r["seed"]], r
-b = [val(bank[t][s]) for t in RANDOM_S7 for s in range(3)]
-r = [val(x) for t in RANDOM_S7 for x in RANDOM_S7[t]]
+b = [censored(bank[t][s]) for t in RANDOM_S7 for s in range(3)]
+r = [censored(x) for t in RANDOM_S7 for x in RANDOM_S7[t]]
 mb, mr = statistics.median(b), statistics.median(r)
-per = {t: statistics.median(val(bank[t][s]) for s in range(3)) / statistics.median(map(val, RANDOM_S7[t])) for t in RANDOM_S7}
+per = {t: statistics.median(censored(bank[t][s]) for s in range(3))
+       / statistics.median(map(censored, RANDOM_S7[t])) for t in RANDOM_S7}
 logs = [math.log(v) for v in per.values() if v]
-print(json.dumps({"paired_runs": len(b), "bank_median": mb, "random_median": mr, "per_task": per}))
-print(json.dumps({"bank_over_random_median": round(mb / mr, 4), "bank_over_random_sigma": round(statistics.stdev(logs), 4)}))
+print(json.dumps({"paired_runs": len(b), "bank_median": mb, "random_median": mr,
+                  "per_task": per}))
+print(json.dumps({"bank_over_random_median": round(mb / mr, 4),
+                  "bank_over_random_sigma": round(statistics.stdev(logs), 4)}))
