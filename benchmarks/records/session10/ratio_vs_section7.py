@@ -7,9 +7,12 @@ Every random run re-made in session 10 (in the records given) must match it, or 
 Prints the pooled medians and the ratio as `ptctl sim gen --convergence` reads it.
 """
 import json
-import math
 import statistics
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bank_convergence import censored_value, sim_convergence  # noqa: E402
 
 # RESULTS.md, Prompt Bank section 7, random init, seeds 0-2 (None = censored at 600 steps).
 RANDOM_S7 = {
@@ -19,6 +22,7 @@ RANDOM_S7 = {
 
 
 def censored(steps):
+    """Section 7's table value as censored_value counts a record (cap 600, eval every 10)."""
     return 610 if steps is None else steps
 
 
@@ -27,16 +31,15 @@ for path in sys.argv[1:]:
     for line in open(path):
         r = json.loads(line)
         if r["init"] == "bank":
-            bank.setdefault(r["task"], {})[r["seed"]] = r["steps_to_target"]
+            bank.setdefault(r["task"], {})[r["seed"]] = censored_value(r)
         elif r["init"] == "random":
             assert r["steps_to_target"] == RANDOM_S7[r["task"]][r["seed"]], r
-b = [censored(bank[t][s]) for t in RANDOM_S7 for s in range(3)]
+b = [bank[t][s] for t in RANDOM_S7 for s in range(3)]
 r = [censored(x) for t in RANDOM_S7 for x in RANDOM_S7[t]]
 mb, mr = statistics.median(b), statistics.median(r)
-per = {t: statistics.median(censored(bank[t][s]) for s in range(3))
-       / statistics.median(map(censored, RANDOM_S7[t])) for t in RANDOM_S7}
-logs = [math.log(v) for v in per.values() if v]
+per = {t: statistics.median(bank[t].values()) / statistics.median(map(censored, RANDOM_S7[t]))
+       for t in RANDOM_S7}
 print(json.dumps({"paired_runs": len(b), "bank_median": mb, "random_median": mr,
                   "per_task": per}))
-print(json.dumps({"bank_over_random_median": round(mb / mr, 4),
-                  "bank_over_random_sigma": round(statistics.stdev(logs), 4)}))
+print(json.dumps(sim_convergence({"bank_random_ratio": mb / mr,
+                                  "bank_random_ratio_per_task": per})))
