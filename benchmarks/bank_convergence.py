@@ -114,8 +114,12 @@ SETTINGS = {"global_batch_size": 4, "max_length": 32, "learning_rate": 0.05}
 # How `ptctl bank query` scores candidates (recorded with each bank run).
 SCORER = f"rank-classification loss, {SAMPLES} samples, {scoring_dtype()}"
 # Which search picked a bank run's prompt. Records from before session 6 have no `search`: their
-# two-layer picks scored no nearest entries first (Budget.nearest did not exist).
-SEARCH = {"bank": f"two-layer, {Budget().nearest} nearest by task embedding first",
+# two-layer picks scored no nearest entries first (Budget.nearest did not exist); up to session
+# 10 the nearest entries could share a cluster and layer 1 ranked medoids by similarity.
+_BUDGET = Budget()
+SEARCH = {"bank": f"two-layer, {_BUDGET.nearest} nearest by task embedding first"
+                  + (" (of different clusters)" if _BUDGET.distinct_nearest else "")
+                  + f", layer-1 medoids by {_BUDGET.medoid_order}",
           "bank-exhaustive": "exhaustive"}
 
 

@@ -105,6 +105,9 @@ def main() -> None:
     from ptctl.bank.cluster import Budget, two_layer_search
     from ptctl.bank.store import Bank
 
+    # The search as it was when this choice was made: layer 1 ranks medoids by similarity.
+    budget_then = Budget(distinct_nearest=False, medoid_order="medoid")
+
     snap = Bank.for_model(args.bank_dir, "smollm2-135m").snapshot()
     ids = [e.id for e in snap.entries]
     column = {eid: j for j, eid in enumerate(ids)}
@@ -133,7 +136,7 @@ def main() -> None:
         for (task, _, kind), row, vector in zip(queries, losses, vectors):
             eligible = {eid for eid in ids if eid != task}
             pick, scored = search(row, lambda c, v=vector: features[[column[x] for x in c]] @ v,
-                                  eligible, Budget())
+                                  eligible, budget_then)
             best = min(row[column[eid]] for eid in eligible)
             rows.append({"task": task, "kind": kind, "pick": pick, "scored": scored,
                          "regret": round(float(row[column[pick]] - best), 4)})

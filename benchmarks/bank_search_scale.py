@@ -8,14 +8,14 @@ tweets-good-vs-bad (loss 1.72) over one of tweets-3-alt-words (0.47). Its 2 near
 were copies of one prompt, and layer 1 ranks medoids by the medoid's own task similarity,
 which says little about a cluster of prompts that behave alike (session 7).
 
-Variants (the same budget, `Budget()`, and 2 nearest entries first):
+Variants (the same budget, `Budget()`'s size, and 2 nearest entries first):
   shipped   nearest = the 2 entries most similar to the task; medoids by their own similarity
   distinct  nearest = the most similar entries of different clusters
   member    medoids ranked by their cluster's most similar member
   both      distinct + member
   spread    layer-1 medoids spread over the clustering features: the medoid most similar to the
             task, then each next the farthest from those chosen (round 2)
-  spread+distinct   spread with distinct nearest entries (round 2)
+  spread+distinct   spread with distinct nearest entries (round 2; shipped since session 11)
 Query tasks: bank_search_choice.py's 30 (12 sources leave-one-out + 18 validation), every seed
 bank entry scored on each once as a query scores it (`--cache` keeps those losses). Banks: the
 seed bank itself, and 100 / 1,000 / 10,000 perturbed copies (bank_query_cost.synthetic_copies,
@@ -45,10 +45,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bank_query_cost import synthetic_copies  # noqa: E402
 from bank_search_choice import score_queries  # noqa: E402
 
-VARIANTS = {"shipped": {}, "distinct": {"distinct_nearest": True},
-            "member": {"medoid_order": "member"},
+# "shipped" is the search shipped until session 11 (the baseline of both rounds); since session
+# 11 `Budget()` is spread+distinct.
+VARIANTS = {"shipped": {"distinct_nearest": False, "medoid_order": "medoid"},
+            "distinct": {"distinct_nearest": True, "medoid_order": "medoid"},
+            "member": {"distinct_nearest": False, "medoid_order": "member"},
             "both": {"distinct_nearest": True, "medoid_order": "member"},
-            "spread": {"medoid_order": "spread"},
+            "spread": {"distinct_nearest": False, "medoid_order": "spread"},
             "spread+distinct": {"distinct_nearest": True, "medoid_order": "spread"}}
 ROUNDS = (("distinct", "member", "both"), ("spread", "spread+distinct"))
 SIZES = (100, 1000, 10000)

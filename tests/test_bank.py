@@ -16,7 +16,8 @@ from conftest import run_cli
 from typer.testing import CliRunner
 
 from ptctl.bank import ingest
-from ptctl.bank.cluster import Budget, cluster, selection_regret, two_layer_search
+from ptctl.bank.cluster import (Budget, cluster, prepared_features, selection_regret,
+                                two_layer_search)
 from ptctl.bank.query import choose_initial_prompt, query
 from ptctl.bank.sources import load_sources
 from ptctl.bank.store import (Bank, Clusters, Entry, add_from_result, encode_prompt,
@@ -403,11 +404,14 @@ def test_two_layer_search_scores_about_sqrt_n():
     rng = np.random.default_rng(0)
     for n in (100, 1000, 10000):
         ids = [f"e{i}" for i in range(n)]
-        clusters = cluster(ids, rng.normal(size=(n, 16)).astype(np.float32), "task")
+        features = rng.normal(size=(n, 16)).astype(np.float32)
+        clusters = cluster(ids, features, "task")
         assert len(clusters.medoids) <= int(np.ceil(np.sqrt(n)))
         truth = {i: float(v) for i, v in zip(ids, rng.random(n))}
+        placed = prepared_features(features, "task")
         result = two_layer_search(clusters, lambda c: np.array([truth[i] for i in c]),
-                                  similarity=lambda c: np.zeros(len(c)))
+                                  similarity=lambda c: np.zeros(len(c)),
+                                  placement=lambda c: placed[[int(i[1:]) for i in c]])
         assert len(result.scored) == Budget().total(n) <= max(8, np.ceil(0.6 * np.sqrt(n)))
     with pytest.raises(ValueError, match="medoids"):
         Clusters("task", ["a"], [["b"]])
@@ -423,7 +427,8 @@ def test_nearest_entries_are_scored_before_the_medoids():
 
     def search(nearest: int):
         return two_layer_search(clusters, lambda ids: np.array([loss[i] for i in ids]),
-                                Budget(scale=0.1, minimum=4, nearest=nearest),
+                                Budget(scale=0.1, minimum=4, nearest=nearest,
+                                       distinct_nearest=False, medoid_order="medoid"),
                                 lambda ids: np.array([near[i] for i in ids]))
 
     assert search(0).best == "m1"                  # medoids first: m2's cluster is never opened
@@ -440,6 +445,7 @@ def test_search_variants_reach_a_cluster_whose_medoid_looks_unrelated():
     from different clusters, medoid_order="member" ranks a cluster by its closest member,
     "spread" takes medoids far apart in the clustering features."""
     def search(clusters, loss, near, **options):
+        options = {"distinct_nearest": False, "medoid_order": "medoid", **options}
         return two_layer_search(clusters, lambda ids: np.array([loss[i] for i in ids]),
                                 Budget(scale=0.1, minimum=4, **options),
                                 lambda ids: np.array([near[i] for i in ids]))
@@ -464,8 +470,12 @@ def test_search_variants_reach_a_cluster_whose_medoid_looks_unrelated():
                               lambda ids: np.array([near[i] for i in ids]), None,
                               lambda ids: np.array([place[i] for i in ids]))
     assert list(spread.scored)[:2] == ["m1", "m3"] and spread.best == "best"
+    with pytest.raises(ValueError, match="clustering features"):
+        search(unlike, loss, near, nearest=0, medoid_order="spread")
     with pytest.raises(ValueError, match="medoid_order"):
         Budget(medoid_order="centroid")
+    # What queries run: both guards (benchmarks/bank_search_scale.py, RESULTS section 9).
+    assert Budget().distinct_nearest and Budget().medoid_order == "spread"
 
 
 def test_selection_regret_searches_as_a_query_does():
@@ -478,7 +488,8 @@ def test_selection_regret_searches_as_a_query_does():
     features = np.array([[0, 1], [0, 1], [0, 1], [0.5, 0.5], [0.8, 0.2], [1, 0], [1, 0]])
     budget = Budget(scale=0.1, minimum=4)
     medoids_first = selection_regret(ids, losses, [6], clusters, budget)
-    as_queried = selection_regret(ids, losses, [6], clusters, budget, task_features=features)
+    as_queried = selection_regret(ids, losses, [6], clusters, budget, task_features=features,
+                                  placement=prepared_features(features, "task"))
     assert medoids_first["mean_regret"] == pytest.approx(0.4)
     assert as_queried["mean_regret"] == 0.0 and as_queried["mean_candidates"] <= 4
 

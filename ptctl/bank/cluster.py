@@ -71,20 +71,22 @@ class Budget:
     The `nearest` entries by task embedding are scored first (the faiss pre-filter's best
     guesses; at least one candidate is left for layer 1), then half of the rest goes to
     medoids and the remainder to members. The nearest entries guard against a cluster whose
-    medoid scores badly on the new task while one of its members is the best start (seed
-    bank: tweets-3 for tweet tasks; benchmarks/bank_search_choice.py chose 2).
-    `distinct_nearest` and `medoid_order` "member" or "spread" are measured alternatives, off by
-    default (spread needs the entries' clustering features):
-    benchmarks/bank_search_scale.py compares them on the seed bank and on banks of copies.
+    medoid scores badly on the new task while one of its members is the best start
+    (benchmarks/bank_search_choice.py chose 2). They come from different clusters
+    (`distinct_nearest`), and layer 1 spreads its medoids over the clustering features
+    (`medoid_order="spread"`: the medoid most similar to the new task, then farthest points),
+    so that one bad similarity guess cannot leave a whole region of the bank unscored. Both
+    were chosen by benchmarks/bank_search_scale.py on the label_words seed bank and banks of
+    its copies up to 10,000 entries; "medoid" and "member" are the measured alternatives.
     """
 
     scale: float = 0.6
     minimum: int = 8
     nearest: int = 2
-    distinct_nearest: bool = False   # the nearest entries come from different clusters
-    medoid_order: str = "medoid"     # rank clusters for layer 1 by the medoid's similarity
-    #  ("medoid"), by their most similar member ("member"), or spread them over the clustering
-    #  features: the most similar medoid, then farthest points ("spread")
+    distinct_nearest: bool = True    # the nearest entries come from different clusters
+    medoid_order: str = "spread"     # layer 1's medoids: spread over the clustering features
+    #  ("spread"), or ranked by the medoid's similarity ("medoid") or by their most similar
+    #  member ("member")
 
     def __post_init__(self) -> None:
         if not self.scale > 0:
@@ -121,7 +123,7 @@ def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray
     faiss pre-filter) picks the `budget.nearest` entries scored before layer 1, and which
     medoids (or members) are scored when there are more than the budget allows. `eligible`
     limits the search to some entries (e.g. a prompt length). `placement(ids)` gives entries'
-    clustering features, for `Budget.medoid_order="spread"` (without it: the medoid order).
+    clustering features (`prepared_features` rows), which `Budget.medoid_order="spread"` needs.
     """
     groups = [[m for m in g if eligible is None or m in eligible] for g in clusters.members]
     reps = []
@@ -153,7 +155,9 @@ def two_layer_search(clusters: Clusters, score: Callable[[list[str]], np.ndarray
     if layer1 < len(reps):
         if pool_sims is None:
             sims = np.zeros(len(reps))
-        elif budget.medoid_order == "spread" and placement is not None:
+        elif budget.medoid_order == "spread":
+            if placement is None:
+                raise ValueError("medoid_order 'spread' needs the entries' clustering features")
             sims = -_farthest_point_rank(placement(reps), int(np.argmax(similarity(reps))))
         elif budget.medoid_order == "member":
             ends = np.cumsum([len(g) for g in groups])
@@ -201,13 +205,15 @@ def _farthest_point_rank(points: np.ndarray, first: int) -> np.ndarray:
 
 def selection_regret(ids: list[str], losses: np.ndarray, own: list[int | None],
                      clusters: Clusters, budget: Budget = Budget(),
-                     task_features: np.ndarray | None = None) -> dict[str, float]:
+                     task_features: np.ndarray | None = None,
+                     placement: np.ndarray | None = None) -> dict[str, float]:
     """How well a clustering selects, from a loss matrix [tasks, entries] already scored.
 
     For each task, the task's own entry (own[t]) is left out, as if the task were new; regret
     is the loss of the two-layer pick minus the loss of the exhaustive pick. Lower is better.
     With `task_features` (a row per entry) the search runs as a query's does, the nearest
     entries first, the own entry's task embedding standing in for the new task's.
+    `placement` holds the clustering features (`prepared_features` rows) for the spread order.
     """
     regrets, counts = [], []
     column = {eid: j for j, eid in enumerate(ids)}
@@ -220,7 +226,9 @@ def selection_regret(ids: list[str], losses: np.ndarray, own: list[int | None],
         similarity = None if query is None else (
             lambda c, q=query: task_features[[column[x] for x in c]] @ q)
         result = two_layer_search(clusters, lambda c: np.array([row[column[x]] for x in c]),
-                                  budget, similarity, eligible)
+                                  budget, similarity, eligible,
+                                  None if placement is None else
+                                  lambda c: placement[[column[x] for x in c]])
         best = min(row[column[x]] for x in eligible)
         regrets.append(result.loss - best)
         counts.append(len(result.scored))

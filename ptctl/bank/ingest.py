@@ -289,8 +289,9 @@ def select_features(bank: Bank, model, tokenizer, progress: Progress | None = No
     built = {}
     for kind in FEATURE_KINDS:
         built[kind] = clusters_mod.cluster(ids, snap.features[kind], kind)
-        record[kind] = clusters_mod.selection_regret(ids, losses, own, built[kind],
-                                                     task_features=snap.features.get("task"))
+        record[kind] = clusters_mod.selection_regret(
+            ids, losses, own, built[kind], task_features=snap.features.get("task"),
+            placement=clusters_mod.prepared_features(snap.features[kind], kind))
     chosen = min(FEATURE_KINDS, key=lambda k: (round(record[k]["mean_regret"], 4),
                                                record[k]["mean_candidates"], k != "behaviour"))
     record["chosen"] = chosen

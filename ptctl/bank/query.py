@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ptctl.bank.cluster import Budget, SearchResult, two_layer_search
+from ptctl.bank.cluster import Budget, SearchResult, prepared_features, two_layer_search
 from ptctl.bank.store import Bank, Snapshot
 from ptctl.errors import BadInputError, NotFoundError
 from ptctl.jobs.spec import JobSpec
@@ -115,8 +115,11 @@ def run_query(snap: Snapshot, spec: JobSpec, model, tokenizer, *, exhaustive: bo
         result = SearchResult(best, scored[best], scored, len(snap.clusters.medoids)
                               if snap.clusters else 0)
     else:
+        kind = snap.clusters.features
+        placed = prepared_features(snap.features[kind], kind)
         result = two_layer_search(snap.clusters, score, budget,
-                                  similarity if "task" in snap.features else None, set(by_id))
+                                  similarity if "task" in snap.features else None, set(by_id),
+                                  lambda ids: placed[[row[i] for i in ids]])
     return QueryResult(
         prompt_id=result.best, score=result.loss,
         predicted_steps=predict_steps(snap, result.scored, spec.training.max_steps),
