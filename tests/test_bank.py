@@ -443,39 +443,45 @@ def test_search_variants_reach_a_cluster_whose_medoid_looks_unrelated():
     """Copies of one prompt can fill every nearest slot, and a behaviour cluster's medoid can
     be unlike the task while a member is close: distinct_nearest takes the nearest entries
     from different clusters, medoid_order="member" ranks a cluster by its closest member,
-    "spread" takes medoids far apart in the clustering features."""
+    "spread" takes medoids far apart in the clustering features. The default has both
+    guards (benchmarks/bank_search_scale.py; RESULTS sections 8-9)."""
+    place = {"m1": [0.0, 0.0], "m2": [0.1, 0.0], "m3": [1.0, 0.0]}  # m2 behaves like m1
+
     def search(clusters, loss, near, **options):
-        options = {"distinct_nearest": False, "medoid_order": "medoid", **options}
         return two_layer_search(clusters, lambda ids: np.array([loss[i] for i in ids]),
                                 Budget(scale=0.1, minimum=4, **options),
-                                lambda ids: np.array([near[i] for i in ids]))
+                                lambda ids: np.array([near[i] for i in ids]), None,
+                                lambda ids: np.array([place.get(i, [0.5, 0.5]) for i in ids]))
+
+    def previous(clusters, loss, near, **options):  # the search before session 11
+        return search(clusters, loss, near,
+                      **{"distinct_nearest": False, "medoid_order": "medoid", **options})
 
     copies = Clusters("behaviour", ["m1", "m2"], [["m1", "dup1", "dup2"], ["m2", "best"]])
-    loss = {"m1": 1.0, "dup1": 1.0, "dup2": 1.0, "m2": 2.0, "best": 0.1}
-    near = {"dup1": 0.9, "dup2": 0.89, "m1": 0.8, "best": 0.5, "m2": 0.0}
-    plain = search(copies, loss, near)
+    copies_loss = {"m1": 1.0, "dup1": 1.0, "dup2": 1.0, "m2": 2.0, "best": 0.1}
+    copies_near = {"dup1": 0.9, "dup2": 0.89, "m1": 0.8, "best": 0.5, "m2": 0.0}
+    plain = previous(copies, copies_loss, copies_near)
     assert list(plain.scored)[:2] == ["dup1", "dup2"] and plain.best != "best"
-    distinct = search(copies, loss, near, distinct_nearest=True)
+    distinct = previous(copies, copies_loss, copies_near, distinct_nearest=True)
     assert list(distinct.scored)[:2] == ["dup1", "best"] and distinct.best == "best"
 
     unlike = Clusters("behaviour", ["m1", "m2", "m3"], [["m1", "a"], ["m2", "x"], ["m3", "best"]])
     loss = {"m1": 1.0, "a": 1.0, "m2": 2.0, "x": 2.0, "m3": 1.5, "best": 0.1}
     near = {"m1": 0.6, "a": 0.1, "m2": 0.5, "x": 0.4, "m3": 0.0, "best": 0.55}
-    assert search(unlike, loss, near, nearest=0).best != "best"      # layer 1: m1, m2
-    member = search(unlike, loss, near, nearest=0, medoid_order="member")
+    assert previous(unlike, loss, near, nearest=0).best != "best"      # layer 1: m1, m2
+    member = previous(unlike, loss, near, nearest=0, medoid_order="member")
     assert list(member.scored)[:2] == ["m1", "m3"] and member.best == "best"
-    place = {"m1": [0.0, 0.0], "m2": [0.1, 0.0], "m3": [1.0, 0.0]}  # m2 behaves like m1
-    spread = two_layer_search(unlike, lambda ids: np.array([loss[i] for i in ids]),
-                              Budget(scale=0.1, minimum=4, nearest=0, medoid_order="spread"),
-                              lambda ids: np.array([near[i] for i in ids]), None,
-                              lambda ids: np.array([place[i] for i in ids]))
+    spread = previous(unlike, loss, near, nearest=0, medoid_order="spread")
     assert list(spread.scored)[:2] == ["m1", "m3"] and spread.best == "best"
+
+    for layout, loss_of, near_of in ((copies, copies_loss, copies_near), (unlike, loss, near)):
+        shipped = search(layout, loss_of, near_of)
+        assert shipped.best == "best" and len(shipped.scored) <= 4
     with pytest.raises(ValueError, match="clustering features"):
-        search(unlike, loss, near, nearest=0, medoid_order="spread")
+        two_layer_search(unlike, lambda ids: np.zeros(len(ids)), Budget(scale=0.1, minimum=4),
+                         lambda ids: np.array([near[i] for i in ids]))
     with pytest.raises(ValueError, match="medoid_order"):
         Budget(medoid_order="centroid")
-    # What queries run: both guards (benchmarks/bank_search_scale.py, RESULTS section 9).
-    assert Budget().distinct_nearest and Budget().medoid_order == "spread"
 
 
 def test_selection_regret_searches_as_a_query_does():
