@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from helpers import REPO, run_cli
 from typer.testing import CliRunner
 
 from ptctl.bank import ingest
@@ -523,7 +523,7 @@ def test_build_sources_through_the_job_registry(tmp_path, cfg):
 
 # --- the committed seed bank and the convergence benchmark's bookkeeping ---------------------
 
-REPO = Path(__file__).resolve().parent.parent
+
 
 
 def test_seed_bank_matches_its_sources_manifest():

@@ -8,47 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
-from test_spec import BAD_VALUES, GOOD, with_value
+from helpers import BAD_VALUES, GOOD, run_cli, tiny_spec, with_value
 
 LOCAL = {"PTCTL_PROFILE": "local"}
-
-
-def tiny_spec(tmp_path: Path, **overrides) -> Path:
-    data = {
-        "name": "tiny",
-        "model": "tiny-random",
-        "task": {"source": "tweet-sentiment",
-                 "label_words": {"negative": "bad", "neutral": "okay", "positive": "good"},
-                 "max_train_samples": 64, "eval_samples": 16, "max_length": 32},
-        "prompt": {"virtual_tokens": 4, "init": "random"},
-        "training": {"global_batch_size": 4, "micro_batch_size": 2, "learning_rate": 0.3,
-                     "max_steps": 12, "eval_every": 4, "checkpoint_every": 4},
-        "target": "accuracy >= 0.99",
-        "deadline": "30m",
-        "gpus": {"min": 1, "max": 1},
-    }
-    data.update(overrides)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def steps_for_seconds(tmp_path: Path, training: dict, seconds: float, at_least: int) -> int:
-    """Training steps that take about `seconds` on this machine now, never fewer than `at_least`.
-
-    Tests that act on a running Slurm job (cancel, requeue, resize, time limit) need it to still
-    be running when they act; an idle machine trains several times faster than a loaded one, so
-    the job's length comes from a short measured run on one thread, as each Slurm task has."""
-    folder = tmp_path / "calibration"
-    folder.mkdir()
-    spec = tiny_spec(folder, name="speed", training=training | {
-        "max_steps": 200, "eval_every": 200, "checkpoint_every": 200})
-    result = run_cli("run", str(spec), "--dir", str(folder / "run"), "--json",
-                     env={"OMP_NUM_THREADS": "1"}, timeout=600)
-    assert result.returncode == 0, result.stderr
-    speed = json.loads((folder / "run" / "progress.json").read_text())["steps_per_s"]
-    return max(at_least, int(speed * seconds))
 
 
 @pytest.mark.parametrize("path,value,expected", BAD_VALUES[::3],

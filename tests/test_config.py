@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from ptctl.config import load_config, load_profile
 from ptctl.errors import BadInputError, NotFoundError
 

@@ -11,33 +11,7 @@ import yaml
 
 from ptctl.errors import BadInputError
 from ptctl.jobs.spec import load_spec, parse_deadline, parse_duration, spec_from_dict
-
-GOOD = {
-    "name": "sentiment-demo",
-    "model": "tiny-random",
-    "task": {
-        "source": "tweet-sentiment",
-        "label_words": {"negative": "bad", "neutral": "okay", "positive": "good"},
-    },
-    "prompt": {"virtual_tokens": 8, "init": "random"},
-    "training": {"global_batch_size": 8, "micro_batch_size": 4, "learning_rate": 0.3,
-                 "max_steps": 50, "eval_every": 10},
-    "target": "accuracy >= 0.6",
-    "deadline": "90m",
-    "gpus": {"min": 1, "max": 4},
-    "slurm": {"partition": "debug", "time_limit_min": 30},
-}
-
-
-def with_value(path: str, value):
-    data = copy.deepcopy(GOOD)
-    node = data
-    keys = path.split(".")
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
-    return data
-
+from helpers import BAD_VALUES, GOOD, with_value
 
 def test_good_spec_loads_and_resolves_deadline():
     spec = spec_from_dict(GOOD)
@@ -47,55 +21,7 @@ def test_good_spec_loads_and_resolves_deadline():
     assert spec.deadline_at(now) == now + timedelta(minutes=90)
 
 
-# (field path, bad value, text the message must contain besides the path)
-BAD_VALUES = [
-    ("name", "bad name!", "expected 1-64 letters"),
-    ("name", "", "expected"),
-    ("model", "no-such-model", "built-in model"),
-    ("model", "/nonexistent/model.gguf", "built-in model"),
-    ("task.source", "no-such-task", "packaged task"),
-    ("task.source", "/nonexistent/data.jsonl", "existing data file"),
-    ("task.label_words", {"negative": "bad"}, "one word for each label"),
-    ("task.label_words.negative", "  ", "non-empty word"),
-    ("task.label_map", {"sarcastic": "negative"}, "labels of tweet-sentiment"),
-    ("task.template", "no placeholder", "{text}"),
-    ("task.max_length", 4, "8..4096"),
-    ("task.eval_samples", 0, ">= 1"),
-    ("task.max_train_samples", 0, ">= 1"),
-    ("task.split_seed", "zero", "an integer"),
-    ("task.text_field", 5, "a string"),
-    ("task.label_field", [], "a string"),
-    ("prompt.virtual_tokens", 0, "1..512"),
-    ("prompt.init", "bank2", "one of bank, random, text"),
-    ("prompt.init_text", None, "non-empty text"),
-    ("prompt.add_to_bank", "yes", "true or false"),
-    ("training.global_batch_size", 0, ">= 1"),
-    ("training.micro_batch_size", 16, "1..global_batch_size"),
-    ("training.learning_rate", -1, "0 < lr"),
-    ("training.learning_rate", "fast", "a number"),
-    ("training.max_steps", 0, ">= 1"),
-    ("training.eval_every", 0, ">= 1"),
-    ("training.checkpoint_every", 0, ">= 1"),
-    ("training.keep_checkpoints", 0, ">= 1"),
-    ("training.warmup_steps", 1000, "warmup_steps < max_steps"),
-    ("training.seed", 1.5, "an integer"),
-    ("target", "accuracy > 0.5", "'accuracy >= X'"),
-    ("target", "accuracy >= 1.5", "(0, 1]"),
-    ("target", "loss >= 0.2", "loss <= a positive value"),
-    ("deadline", "tomorrow", "ISO-8601"),
-    ("deadline", 90, "duration with a unit"),
-    ("deadline", "0m", "ISO-8601"),
-    ("gpus.min", 0, ">= 1"),
-    ("gpus.max", 0, ">= min"),
-    ("slurm.partition", 3, "a string"),
-    ("slurm.account", 3, "a string"),
-    ("slurm.qos", 3, "a string"),
-    ("slurm.time_limit_min", 0, ">= 1"),
-    ("slurm.mem_gb", -2, "> 0"),
-    ("slurm.cpus_per_gpu", 0, ">= 1"),
-    ("slurm.setup", "module load x", "a list"),
-    ("slurm.sbatch_args", ["--x"], "a mapping"),
-]
+
 
 
 @pytest.mark.parametrize("path,value,expected", BAD_VALUES,

@@ -25,7 +25,7 @@ from ptctl.tuning.prompt import build_prompt_model, prompt_parameter, read_adapt
 from ptctl.tuning.rundir import RunDir
 from ptctl.tuning.train import DataOrder
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 # A 64-wide model: one thread beats two that spin-wait on a shared 2-core machine.
 torch.set_num_threads(1)

@@ -13,12 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
-from test_cli_jobs import steps_for_seconds, tiny_spec
-from test_slurm_jobs import SLURM
-from test_slurm_local import local_cluster, slurmctld_down  # noqa: F401
+from helpers import SLURM, run_cli, slurmctld_down, steps_for_seconds, tiny_spec
 
-pytestmark = pytest.mark.slurm
 
 TRAINING = {"global_batch_size": 32, "micro_batch_size": 4, "learning_rate": 0.3,
             "max_steps": 800, "eval_every": 400, "checkpoint_every": 100}

@@ -8,29 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
-import pytest
 
-from conftest import run_cli
-from test_cli_jobs import tiny_spec
-from test_slurm_local import local_cluster, slurmctld_down  # noqa: F401
+from helpers import SLURM, rebalance_until, run_cli, slurmctld_down, tiny_spec
 
-pytestmark = pytest.mark.slurm
-SLURM = {"PTCTL_PROFILE": "localslurm"}
-
-
-def rebalance_until(job_id: str, phases: set[str], timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = run_cli("rebalance", "--json", "--wait-s", "5", env=SLURM)
-        assert result.returncode == 0, result.stderr
-        status = json.loads(run_cli("status", job_id, "--json", env=SLURM).stdout)[0]
-        if status["phase"] in phases:
-            return status
-        assert time.monotonic() < deadline, f"{job_id} still {status['phase']}: {status}"
-        time.sleep(2)
 
 
 def test_doctor_passes_on_the_cluster():

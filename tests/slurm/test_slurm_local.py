@@ -6,59 +6,19 @@ which turns the skip into a failure. The test that stops slurmctld runs last.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from ptctl.errors import EXIT_SLURM_UNREACHABLE, SlurmUnreachableError
 from ptctl.slurm import cluster
-
-pytestmark = pytest.mark.slurm
-
-SCRIPTS = Path(__file__).resolve().parent.parent / "slurm_templates" / "local"
-PIDFILE = Path(os.environ.get("PTCTL_SLURM_DIR", "/var/lib/ptctl-slurm")) / "run" / "slurmctld.pid"
+from helpers import slurmctld_down
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("PTCTL_REQUIRE_SLURM") == "1":
-        pytest.fail(f"{reason} (PTCTL_REQUIRE_SLURM=1)")
-    pytest.skip(reason)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_cluster():
-    if shutil.which("sinfo") is None:
-        _unavailable("Slurm client tools not on PATH: run slurm_templates/local/start.sh")
-    try:
-        cluster.ping()
-    except SlurmUnreachableError as e:
-        _unavailable(f"local Slurm cluster not running ({e}): run slurm_templates/local/start.sh")
-    info = cluster.partition_info("debug")
-    if info.gpus_per_node < 2:
-        _unavailable(f"partition debug has {info.gpus_per_node} GPUs per node; need 2")
-
-
-@contextlib.contextmanager
-def slurmctld_down():
-    """slurmctld stopped for the body, then started again with start.sh (needs root)."""
-    if os.geteuid() != 0 or not PIDFILE.exists():
-        _unavailable("stopping slurmctld needs root and a cluster started by start.sh")
-    subprocess.run(["scontrol", "shutdown", "slurmctld"], timeout=30, check=True)
-    try:
-        deadline = time.monotonic() + 20
-        while PIDFILE.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)  # slurmctld removes its pid file on exit
-        yield
-    finally:
-        restart = subprocess.run([str(SCRIPTS / "start.sh")], capture_output=True, text=True,
-                                 timeout=120)
-        assert restart.returncode == 0, restart.stdout + restart.stderr
 
 
 def _sbatch(*args: str) -> str:

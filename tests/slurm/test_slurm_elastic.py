@@ -17,15 +17,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 import yaml
 from safetensors.torch import load_file
 
-from conftest import run_cli
-from test_cli_jobs import tiny_spec
-from test_slurm_local import local_cluster  # noqa: F401
+from helpers import run_cli, tiny_spec
 
-pytestmark = pytest.mark.slurm
 
 PROFILE = {
     "executor": "slurm", "partition": "debug", "gpus_per_node": 8, "gpu_budget": 2,

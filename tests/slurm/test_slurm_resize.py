@@ -7,15 +7,10 @@ import json
 import time
 from pathlib import Path
 
-import pytest
 from safetensors.torch import load_file
 
-from conftest import run_cli
-from test_cli_jobs import steps_for_seconds, tiny_spec
-from test_slurm_jobs import SLURM, rebalance_until
-from test_slurm_local import local_cluster  # noqa: F401
+from helpers import SLURM, rebalance_until, run_cli, steps_for_seconds, tiny_spec
 
-pytestmark = pytest.mark.slurm
 
 TRAINING = {"global_batch_size": 8, "micro_batch_size": 2, "learning_rate": 0.3,
             "max_steps": 400, "eval_every": 200, "checkpoint_every": 100}
