@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ptctl.bank.cluster import Budget
 from ptctl.bank.query import SAMPLES
+from ptctl.bank.search import Budget
 from ptctl.tuning.models import scoring_dtype
 
 # Targets follow the seed bank's rule (bank_data/sources.yaml): halfway from the majority-class

@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write every task's regrets here")
     args = parser.parse_args()
 
-    from ptctl.bank.cluster import Budget, two_layer_search
+    from ptctl.bank.search import Budget, two_layer_search
     from ptctl.bank.store import Bank
 
     # The search as it was when this choice was made: layer 1 ranks medoids by similarity.

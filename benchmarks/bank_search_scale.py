@@ -83,7 +83,8 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write every task's picks here")
     args = parser.parse_args()
 
-    from ptctl.bank.cluster import Budget, cluster, prepared_features, two_layer_search
+    from ptctl.bank.cluster import cluster, prepared_features
+    from ptctl.bank.search import Budget, two_layer_search
     from ptctl.bank.store import Bank
 
     snap = Bank.for_model(args.bank_dir, "smollm2-135m").snapshot()

@@ -16,12 +16,13 @@ from helpers import REPO, run_cli
 from typer.testing import CliRunner
 
 from ptctl.bank import ingest
-from ptctl.bank.cluster import (Budget, cluster, prepared_features, selection_regret,
-                                two_layer_search)
+from ptctl.bank.cluster import cluster, prepared_features
+from ptctl.bank.ingest import add_from_result
 from ptctl.bank.query import choose_initial_prompt, query
+from ptctl.bank.search import Budget, selection_regret, two_layer_search
 from ptctl.bank.sources import load_sources
-from ptctl.bank.store import (Bank, Clusters, Entry, add_from_result, encode_prompt,
-                              sha256_bytes, validate_id, verify)
+from ptctl.bank.store import (Bank, Clusters, Entry, encode_prompt, sha256_bytes, validate_id,
+                              verify)
 from ptctl.cli.bank import app
 from ptctl.cli.output import Output
 from ptctl.config import load_config

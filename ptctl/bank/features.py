@@ -6,7 +6,7 @@ Two kinds of feature per entry, both computed once when the entry is added:
              (one batched forward pass per prompt; no task data needed);
   task       what the prompt was tuned for: the packaged MiniLM sentence encoder over sample
              texts of its task formatted with the template, plus the label words.
-`ptctl bank build` measures which kind selects better (ptctl.bank.cluster) and keeps it.
+`ptctl bank build` measures which kind selects better (ptctl.bank.ingest.select_features) and keeps it.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from ptctl.bank import cluster as clusters_mod
+from ptctl.bank.search import selection_regret
 from ptctl.bank.store import (FEATURE_KINDS, Bank, Entry, decode_prompt, encode_prompt,
                               sha256_bytes, slug_id, validate_id)
 from ptctl.errors import BadInputError, CorruptFileError, PtctlError
@@ -234,6 +235,22 @@ def add_candidates(bank: Bank, candidates: list[Candidate], *, model=None, token
     return ids
 
 
+def add_from_result(bank_dir: str | Path, result_dir: str | Path) -> str:
+    """Add a finished job's prompt (its folder or its result/) to its model's bank.
+
+    Idempotent: the entry id is the job id, so a second call for the same job replaces the
+    entry rather than adding a duplicate (and does nothing when the prompt is unchanged).
+    """
+    candidate = from_result(result_dir)
+    bank = Bank.for_model(bank_dir, candidate.entry.model)
+    if bank.exists():
+        snap = bank.snapshot(features=False)
+        same = [e for e in snap.entries if e.id == candidate.entry.id]
+        if same and same[0].sha256 == candidate.entry.sha256:
+            return candidate.entry.id
+    return add_candidates(bank, [candidate])[0]
+
+
 def remove(bank: Bank, entry_ids: list[str]) -> None:
     """Drop entries (their files go once the new manifest is in); re-cluster the rest."""
     for eid in entry_ids:
@@ -289,7 +306,7 @@ def select_features(bank: Bank, model, tokenizer, progress: Progress | None = No
     built = {}
     for kind in FEATURE_KINDS:
         built[kind] = clusters_mod.cluster(ids, snap.features[kind], kind)
-        record[kind] = clusters_mod.selection_regret(
+        record[kind] = selection_regret(
             ids, losses, own, built[kind], task_features=snap.features.get("task"),
             placement=clusters_mod.prepared_features(snap.features[kind], kind))
     chosen = min(FEATURE_KINDS, key=lambda k: (round(record[k]["mean_regret"], 4),

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ptctl.bank.cluster import Budget, SearchResult, prepared_features, two_layer_search
+from ptctl.bank.cluster import prepared_features
+from ptctl.bank.search import Budget, SearchResult, two_layer_search
 from ptctl.bank.store import Bank, Snapshot
 from ptctl.errors import BadInputError, NotFoundError
 from ptctl.jobs.spec import JobSpec

@@ -405,21 +405,3 @@ def verify(bank: Bank) -> list[str]:
                 problems.append(f"{path}: not named by the manifest (left over by an "
                                 "interrupted write: safe to delete)")
     return problems
-
-
-def add_from_result(bank_dir: str | Path, result_dir: str | Path) -> str:
-    """Add a finished job's prompt (its folder or its result/) to its model's bank.
-
-    Idempotent: the entry id is the job id, so a second call for the same job replaces the
-    entry rather than adding a duplicate (and does nothing when the prompt is unchanged).
-    """
-    from ptctl.bank import ingest
-
-    candidate = ingest.from_result(result_dir)
-    bank = Bank.for_model(bank_dir, candidate.entry.model)
-    if bank.exists():
-        snap = bank.snapshot(features=False)
-        same = [e for e in snap.entries if e.id == candidate.entry.id]
-        if same and same[0].sha256 == candidate.entry.sha256:
-            return candidate.entry.id
-    return ingest.add_candidates(bank, [candidate])[0]

@@ -427,7 +427,7 @@ def bank_finished(registry: Registry, jobs: list[LiveJob], bank_dir: str, tick: 
             and j.spec["prompt"].get("add_to_bank") and "bank_entry" not in j.state.estimates]
     if not todo:
         return
-    from ptctl.bank.store import add_from_result
+    from ptctl.bank.ingest import add_from_result
 
     for job in todo:
         try:
