@@ -24,7 +24,6 @@ from ptctl.bank.sources import load_sources
 from ptctl.bank.store import (Bank, Clusters, Entry, encode_prompt, sha256_bytes, validate_id,
                               verify)
 from ptctl.cli.bank import app
-from ptctl.cli.output import Output
 from ptctl.config import load_config
 from ptctl.errors import EXIT_BAD_INPUT, BadInputError, CorruptFileError, NotFoundError
 from ptctl.jobs.spec import load_spec
@@ -182,7 +181,7 @@ def test_bad_scoring_dtype_is_refused(built, tmp_path):
 
 def test_choose_initial_prompt_for_submit(built, cfg, tmp_path):
     spec = load_spec(write_spec(tmp_path / "s", "sub", "pets"))
-    choice = choose_initial_prompt(cfg, spec, Output(quiet=True))
+    choice = choose_initial_prompt(cfg.bank_dir, spec)
     assert set(choice) >= {"prompt_id", "score", "predicted_steps", "candidates_scored",
                            "seconds", "prompt_bytes"}
     from safetensors.torch import load
@@ -190,12 +189,16 @@ def test_choose_initial_prompt_for_submit(built, cfg, tmp_path):
     tensor = load(choice["prompt_bytes"])["prompt"]
     assert tensor.shape == (4, 64) and tensor.dtype == torch.float32
     other = load_spec(write_spec(tmp_path / "s", "sub8", "pets", virtual_tokens=8))
-    assert choose_initial_prompt(cfg, other, Output(quiet=True)) is None
+    warnings = []
+    assert choose_initial_prompt(cfg.bank_dir, other, warn=warnings.append) is None
+    assert warnings and "no entry with virtual_tokens=8" in warnings[0]
 
 
 def test_no_bank_means_random_start(cfg, tmp_path):
     spec = load_spec(write_spec(tmp_path / "s", "sub", "pets"))
-    assert choose_initial_prompt(cfg, spec, Output(quiet=True)) is None
+    warnings = []
+    assert choose_initial_prompt(cfg.bank_dir, spec, warn=warnings.append) is None
+    assert warnings and warnings[0].startswith("no Prompt Bank for model")
 
 
 def test_query_with_another_model_is_refused_by_name(built, tmp_path):

@@ -22,6 +22,7 @@ from ptctl.errors import BadInputError, NotFoundError
 from ptctl.jobs.spec import JobSpec
 
 Progress = Callable[[str, int, int], None]
+Notify = Callable[[str], None]
 SAMPLES = 8          # task samples each candidate is scored on
 SCORE_BATCH = 64     # sequences per forward pass
 
@@ -155,28 +156,37 @@ def query(bank_dir: str, spec: JobSpec, *, exhaustive: bool = False, samples: in
     return result, snap
 
 
-def choose_initial_prompt(cfg, spec: JobSpec, out) -> dict[str, Any] | None:
+def choose_initial_prompt(bank_dir: str, spec: JobSpec, *, info: Notify | None = None,
+                          warn: Notify | None = None) -> dict[str, Any] | None:
     """`ptctl submit`'s hook: the bank's pick for a spec with prompt.init 'bank', or None
-    (with a warning) when there is no bank for the model or no entry of the prompt's length."""
-    bank = bank_for_spec(cfg.bank_dir, spec)
+    (with a warning) when there is no bank for the model or no entry of the prompt's length.
+    Progress goes to `info` and the reason for a random start to `warn`, so that any caller
+    can show them its own way."""
+    info = info or _silent
+    warn = warn or _silent
+    bank = bank_for_spec(bank_dir, spec)
     if not bank.exists():
-        out.warn(f"no Prompt Bank for model {bank.root.name} in {cfg.bank_dir}: starting from "
-                 "a random prompt")
+        warn(f"no Prompt Bank for model {bank.root.name} in {bank_dir}: starting from "
+             "a random prompt")
         return None
     vt = spec.prompt.virtual_tokens
     snap = bank.snapshot(features=False)
     if not any(e.virtual_tokens == vt for e in snap.entries):
-        out.warn(f"Prompt Bank {bank.root} has no entry with virtual_tokens={vt}: starting from "
-                 "a random prompt")
+        warn(f"Prompt Bank {bank.root} has no entry with virtual_tokens={vt}: starting from "
+             "a random prompt")
         return None
-    out.info(f"ptctl: searching Prompt Bank {bank.root} ({len(snap.entries)} entries)")
-    result, snap = query(cfg.bank_dir, spec)
+    info(f"ptctl: searching Prompt Bank {bank.root} ({len(snap.entries)} entries)")
+    result, snap = query(bank_dir, spec)
     data = result.as_dict()
     data["prompt_bytes"] = snap.prompt_bytes(snap.entry(result.prompt_id))
-    out.info(f"ptctl: initial prompt {result.prompt_id} (loss {result.score:.3f}, "
-             f"{result.candidates_scored} candidates in {result.seconds:.1f} s; predicted "
-             f"{result.predicted_steps} steps)")
+    info(f"ptctl: initial prompt {result.prompt_id} (loss {result.score:.3f}, "
+         f"{result.candidates_scored} candidates in {result.seconds:.1f} s; predicted "
+         f"{result.predicted_steps} steps)")
     return data
+
+
+def _silent(message: str) -> None:
+    """The default `info`/`warn`: a library call says nothing unless asked."""
 
 
 def scored_matrix(snap: Snapshot, tasks: list, model, tokenizer, samples: int = SAMPLES,

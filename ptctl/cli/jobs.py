@@ -151,7 +151,7 @@ def _initial_prompt(cfg: Config, spec: JobSpec, out: Output) -> dict[str, Any] |
     except ImportError:
         out.warn("no Prompt Bank support installed: starting from a random prompt")
         return None
-    return choose_initial_prompt(cfg, spec, out)
+    return choose_initial_prompt(cfg.bank_dir, spec, info=out.info, warn=out.warn)
 
 
 def _wait(cfg: Config, prof: Profile, job_id: str, out: Output, every_s: float = 5.0) -> JobState:

@@ -61,7 +61,8 @@ def run(
 
         from ptctl.bank.query import choose_initial_prompt
 
-        choice = choose_initial_prompt(common.config(), spec, out)
+        choice = choose_initial_prompt(common.config().bank_dir, spec, info=out.info,
+                                       warn=out.warn)
         if choice is not None:
             init_prompt = load_tensors(choice["prompt_bytes"])["prompt"]
             init_prompt_id = choice["prompt_id"]
