@@ -1,4 +1,5 @@
-"""Atomic writes and file locks: no state file is ever seen half-written."""
+"""Atomic writes, file locks and the timestamp state files record: no state file is ever seen
+half-written."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ import fcntl
 import json
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def utcnow() -> str:
+    """Now as ISO 8601 in UTC, to the millisecond: the scheduler reads job states' times back
+    (arrivals, resize timings) finer than a second."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

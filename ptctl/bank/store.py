@@ -22,14 +22,13 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from ptctl.errors import BadInputError, CorruptFileError, NotFoundError
-from ptctl.fsutil import atomic_write_bytes, file_lock
+from ptctl.fsutil import atomic_write_bytes, file_lock, utcnow
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -55,10 +54,6 @@ def slug_id(text: str) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass

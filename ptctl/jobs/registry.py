@@ -24,14 +24,13 @@ import re
 import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
 
 from ptctl.errors import CorruptFileError, NotFoundError
-from ptctl.fsutil import atomic_write_json, atomic_write_text, file_lock, fsync_dir
+from ptctl.fsutil import atomic_write_json, atomic_write_text, file_lock, fsync_dir, utcnow
 
 # Phases of a job's life. `resizing` = a stop was requested to relaunch at another GPU count.
 PHASES = ("queued", "pending", "running", "resizing", "finished", "failed", "cancelled")
@@ -43,10 +42,6 @@ _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 _JOB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}-[a-z0-9]{4}$")
 _ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o/1/l: ids are read aloud and retyped
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
