@@ -33,8 +33,9 @@ from ptctl.bank.query import SAMPLES
 from ptctl.bank.search import Budget
 from ptctl.tuning.models import scoring_dtype
 
-# Targets follow the seed bank's rule (bank_data/sources.yaml): halfway from the majority-class
-# accuracy of the eval split (64 samples; `majority`) to 1, rounded to the nearest 0.05.
+# Targets follow the seed bank's rule (ptctl/seed_bank/sources.yaml): halfway from the
+# majority-class accuracy of the eval split (64 samples; `majority`) to 1, rounded to the
+# nearest 0.05.
 # `report --fraction F` re-reads the recorded curves with the target majority + F (1 - majority)
 # for F <= 0.5 (a run stops at its own target, so a higher target cannot be read back).
 HELD_OUT = {
@@ -104,7 +105,7 @@ HELD_OUT = {
     ]},
 }
 SETS = sorted({t["set"] for t in HELD_OUT.values()})
-# The seed bank's own training settings (bank_data/sources.yaml), with a smaller step cap.
+# The seed bank's own training settings (ptctl/seed_bank/sources.yaml), with a smaller step cap.
 MAX_STEPS = 60
 EVAL_EVERY = 5
 EVAL_SAMPLES = 64

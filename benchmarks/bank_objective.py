@@ -151,7 +151,7 @@ def main() -> None:
     r.add_argument("--part", type=int, default=0)
     r.add_argument("--parts", type=int, default=1)
     r.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
-                                             "bank_data"))
+                                             "ptctl" / "seed_bank"))
     p = sub.add_parser("report", help="the table and the rules' outcome")
     p.add_argument("results", nargs="+")
     for sp in (r, p):

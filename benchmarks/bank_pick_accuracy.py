@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--tasks", default="bbc-business-vs-politics")
     parser.add_argument("--samples", default="4,8")
     parser.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
-                                                  "bank_data"))
+                                                  "ptctl" / "seed_bank"))
     args = parser.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
-                                                  "bank_data"))
+                                                  "ptctl" / "seed_bank"))
     parser.add_argument("--task", default="tweets-great-vs-awful")
     parser.add_argument("--samples", type=int, default=None,
                         help="task samples per candidate (default: ptctl bank query's)")

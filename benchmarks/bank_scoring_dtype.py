@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", default="8,16", help="sample counts to compare")
     parser.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
-                                                  "bank_data"))
+                                                  "ptctl" / "seed_bank"))
     args = parser.parse_args()
 
     import torch

@@ -1,6 +1,6 @@
 """Which two-layer search to ship: regret against the exhaustive pick on tasks not held out.
 
-    python benchmarks/bank_search_choice.py [--bank-dir bank_data] [--json FILE]
+    python benchmarks/bank_search_choice.py [--bank-dir ptctl/seed_bank] [--json FILE]
 
 Query tasks: the seed bank's 12 sources, leave-one-out (a source's own entry is not eligible),
 and 18 validation tasks made from the packaged corpora that are neither sources nor held-out
@@ -98,7 +98,7 @@ def score_queries(snap) -> tuple[list[tuple[str, object, str]], np.ndarray, list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
-                                                  "bank_data"))
+                                                  "ptctl" / "seed_bank"))
     parser.add_argument("--json", metavar="FILE", help="also write every task's regrets here")
     args = parser.parse_args()
 

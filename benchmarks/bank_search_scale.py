@@ -78,7 +78,7 @@ def load_losses(snap, cache: Path | None) -> tuple[list[tuple[str, str]], np.nda
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
-                                                  "bank_data"))
+                                                  "ptctl" / "seed_bank"))
     parser.add_argument("--cache", type=Path, help="the seed bank's losses: read, or written")
     parser.add_argument("--json", metavar="FILE", help="also write every task's picks here")
     args = parser.parse_args()

@@ -191,7 +191,7 @@ def main() -> None:
     r.add_argument("--part", type=int, default=0, help="this process's share of the tasks")
     r.add_argument("--parts", type=int, default=1, help="processes sharing the tasks")
     r.add_argument("--bank-dir", default=str(Path(__file__).resolve().parent.parent /
-                                             "bank_data"))
+                                             "ptctl" / "seed_bank"))
     p = sub.add_parser("report", help="the table and the rule's outcome")
     p.add_argument("results", nargs="+")
     args = parser.parse_args()

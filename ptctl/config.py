@@ -11,6 +11,7 @@ import dataclasses
 import os
 import shutil
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,15 @@ import yaml
 
 from ptctl.errors import BadInputError, NotFoundError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def _xdg(var: str, fallback: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+def _shipped(folder: str) -> str:
+    """A folder shipped inside the package, so that defaults hold in any install, not only in a
+    checkout of the repository."""
+    return str(files("ptctl") / folder)
 
 
 def config_files() -> list[tuple[str, Path]]:
@@ -40,9 +45,8 @@ CONFIG_KEYS: dict[str, tuple[Any, type, str]] = {
              "state folder: the job registry (must be on a shared filesystem on a cluster)"),
     "profile": (lambda: "local" if shutil.which("sbatch") is None else "slurm", str,
                 "cluster profile name or YAML path (default: local without sbatch, else slurm)"),
-    "profiles_dir": (lambda: str(REPO_ROOT / "slurm_templates"), str,
-                     "folder of cluster profile YAML files"),
-    "bank_dir": (lambda: str(REPO_ROOT / "bank_data"), str,
+    "profiles_dir": (lambda: _shipped("profiles"), str, "folder of cluster profile YAML files"),
+    "bank_dir": (lambda: _shipped("seed_bank"), str,
                  "Prompt Bank root (one bank per model under it)"),
     "model_cache": (lambda: str(_xdg("XDG_CACHE_HOME", ".cache") / "ptctl" / "models"), str,
                     "where converted built-in models are cached"),

@@ -531,12 +531,15 @@ def test_build_sources_through_the_job_registry(tmp_path, cfg):
 
 
 def test_seed_bank_matches_its_sources_manifest():
-    """bank_data/smollm2-135m is whole and holds one random-init entry per listed source, each
-    recording the target it was tuned to and how many steps it ran."""
-    model, sources = load_sources(REPO / "bank_data" / "sources.yaml")
+    """The default bank_dir, the seed bank shipped in the package, is whole and holds one
+    random-init entry per listed source, each recording the target it was tuned to and how many
+    steps it ran."""
+    seed = Path(load_config().bank_dir)
+    assert seed == REPO / "ptctl" / "seed_bank"
+    model, sources = load_sources(seed / "sources.yaml")
     assert model == "smollm2-135m" and len(sources) >= 12
     assert all(s.spec.prompt.init == "random" for s in sources)
-    bank = Bank.for_model(str(REPO / "bank_data"), "smollm2-135m")
+    bank = Bank.for_model(str(seed), "smollm2-135m")
     assert verify(bank) == []
     snap = bank.snapshot(features=False)
     by_id = {e.id: e for e in snap.entries}

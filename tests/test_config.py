@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import ptctl
 from helpers import run_cli
 from ptctl.config import load_config, load_profile
 from ptctl.errors import BadInputError, NotFoundError
@@ -49,8 +50,9 @@ def test_profiles_builtin_file_and_errors(tmp_path: Path):
         load_profile(cfg, "nope")
 
 
-def test_repo_profiles_are_valid():
+def test_shipped_profiles_are_valid():
     cfg = load_config()
+    assert Path(cfg.profiles_dir) == Path(ptctl.__file__).parent / "profiles"
     for name in ("local", "localslurm", "example-hpc"):
         load_profile(cfg, name)
 
