@@ -1,7 +1,7 @@
 """Re-measure a bank's feature choice with the search queries now run, as `ptctl bank build`
 does after adding entries (`ingest.select_features`), without adding any.
 
-    python reselect_features.py BANK_DIR [MODEL]      # MODEL: smollm2-135m by default
+    python benchmarks/bank_reselect_features.py BANK_DIR [MODEL]      # MODEL: smollm2-135m by default
 
 Session 11 ran it on a copy of ptctl/seed_bank and committed the result (RESULTS section 9).
 """
