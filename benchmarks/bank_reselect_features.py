@@ -2,8 +2,6 @@
 does after adding entries (`ingest.select_features`), without adding any.
 
     python benchmarks/bank_reselect_features.py BANK_DIR [MODEL]      # MODEL: smollm2-135m by default
-
-Session 11 ran it on a copy of ptctl/seed_bank and committed the result (RESULTS section 9).
 """
 import json
 import sys
