@@ -14,9 +14,12 @@ from hypothesis import given, settings, strategies as st
 from ptctl.errors import BadInputError
 from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost, elasticflow_overhead_s, gpu_need
-from ptctl.planner.policies import (POLICIES, ElasticFlowPolicy, JobView, PromptTunerPolicy,
-                                    _EfJob, _EfPlan, _min_share, _Steps, decide, ef_align,
-                                    elasticflow_gpu_cap, histogram_keepalive_s)
+from ptctl.planner.elasticflow import ElasticFlowPolicy, elasticflow_gpu_cap
+from ptctl.planner.infless import histogram_keepalive_s
+from ptctl.planner.interface import JobView
+from ptctl.planner.policies import POLICIES, decide
+from ptctl.planner.prompttuner import PromptTunerPolicy
+from ptctl.planner.timeline import _EfJob, _EfPlan, _min_share, _Steps, ef_align
 from ptctl.planner.throughput import ThroughputCurve, fit_usl
 
 LINEAR = ThroughputCurve("m", 32, {1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0})

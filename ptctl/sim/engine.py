@@ -27,7 +27,9 @@ import numpy as np
 
 from ptctl.errors import BadInputError
 from ptctl.planner.gpu_need import ClusterModel, elasticflow_overhead_s
-from ptctl.planner.policies import JobView, Policy, get_policy, histogram_keepalive_s
+from ptctl.planner.infless import histogram_keepalive_s
+from ptctl.planner.interface import JobView, Policy
+from ptctl.planner.policies import get_policy
 from ptctl.planner.throughput import ThroughputTable
 from ptctl.sim.traces import SimJob
 
