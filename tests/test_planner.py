@@ -73,6 +73,7 @@ def test_elasticflow_overhead_and_caps():
     assert elasticflow_overhead_s(8, changed=False) == 2
     assert elasticflow_overhead_s(8, changed=True) == 2 + 2 * 4
     assert elasticflow_overhead_s(8, changed=True, restart=True, cluster_gpus=256) == 7 + 47 + 8
+    assert elasticflow_overhead_s(8, changed=False, restart=True, cluster_gpus=512) == 7
     assert elasticflow_gpu_cap("bert", 64) == 8 and elasticflow_gpu_cap("deepspeech2", 32) == 32
     assert elasticflow_gpu_cap("vgg16", 128) == 64
 

@@ -13,8 +13,9 @@ import pytest
 from ptctl.errors import BadInputError
 from ptctl.planner.gpu_need import ClusterModel
 from ptctl.planner.policies import POLICIES
-from ptctl.sim.engine import SimConfig, simulate
+from ptctl.sim.engine import simulate
 from ptctl.sim.gen import GenSpec, generate, load_convergence, prompt_tuning_throughputs
+from ptctl.sim.results import SimConfig
 from ptctl.sim.traces import read_trace, write_ptctl_trace
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/traces/elasticflow"
@@ -172,7 +173,7 @@ def test_elasticflow_on_195job_matches_elasticflow_reference():
 
 
 def test_ef_placement_caches_exact_ranks_until_a_restart():
-    from ptctl.sim.engine import _EfPlacement
+    from ptctl.sim.elasticflow_replay import _EfPlacement
     place = _EfPlacement(switches=1, nodes_per_switch=2, per_node=8)
 
     def again(order):
@@ -199,7 +200,7 @@ def test_ef_placement_free_nodes_follow_elasticflows_release_order():
     """ElasticFlow's node ids restart at 0 in every switch and its free-node list is re-sorted by
     id (stably) on every release, so a released node goes behind the free node of the same id in
     the other switch: the same 8-GPU job lands on another node, at other ranks, uncached."""
-    from ptctl.sim.engine import _EfPlacement
+    from ptctl.sim.elasticflow_replay import _EfPlacement
     place = _EfPlacement(switches=2, nodes_per_switch=2, per_node=8)
     assert place.place([("a", 8)]) == {"a": False}  # switch 0, node 0: ranks 0-7
     place.release("a")
@@ -209,14 +210,6 @@ def test_ef_placement_free_nodes_follow_elasticflows_release_order():
     place.release("a")
     assert place.free == [0, 2, 1, 3]
     assert place.place([("a", 8)]) == {"a": True}  # back on ranks 0-7, still cached
-
-
-def test_ef_overhead_model():
-    from ptctl.sim.engine import _ef_overhead
-    assert _ef_overhead(8, restart=False, cached=True, cluster_gpus=128) == 2
-    assert _ef_overhead(8, restart=False, cached=False, cluster_gpus=128) == 2 + 2 * 4
-    assert _ef_overhead(8, restart=True, cached=False, cluster_gpus=512) == 7 + 47 + 8
-    assert _ef_overhead(8, restart=True, cached=True, cluster_gpus=512) == 7
 
 
 def test_elasticflow_events_judge_deadlines_by_the_plan_and_merge_events_within_a_slot():

@@ -11,8 +11,9 @@ from ptctl.errors import BadInputError
 from ptctl.fsutil import atomic_write_text
 from ptctl.planner.gpu_need import OVERHEAD_MODELS, ClusterModel, ResizeCost
 from ptctl.planner.throughput import ThroughputTable
-from ptctl.sim.engine import SimConfig, SimResult, simulate
+from ptctl.sim.engine import simulate
 from ptctl.sim.gen import prompt_tuning_throughputs
+from ptctl.sim.results import SimConfig, SimResult
 from ptctl.sim.traces import SimJob, read_cluster_layout, read_trace
 
 
