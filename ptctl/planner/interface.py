@@ -14,7 +14,8 @@ JOB_STATES = ("queued", "running")
 
 @dataclass
 class JobView:
-    """What a policy sees of one job. The simulator and the live rebalancer both build these."""
+    """What a policy sees of one job; the simulator and the live rebalancer build it with
+    ptctl.planner.views.job_view."""
 
     job_id: str
     model: str
