@@ -2,7 +2,7 @@
 ElasticFlow's own simulator (REFERENCE §3), and `prompttuner` vs `elasticflow` on the same traces.
 
 Usage: python benchmarks/sim_fidelity.py [trace:spec ...]   (default 195job:n16g8 cluster01:n64g8)
-Prints a markdown table; traces are read from $PTCTL_EF_TRACES or ../shared/traces/elasticflow.
+Prints a markdown table; traces are read from $PTCTL_EF_TRACES or the repository's data/elasticflow.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ptctl.sim.engine import simulate
 from ptctl.sim.runner import prepare
 
 SHARED = Path(os.environ.get("PTCTL_EF_TRACES",
-                             Path(__file__).resolve().parents[2] / "shared/traces/elasticflow"))
+                             Path(__file__).resolve().parents[1] / "data/elasticflow"))
 # ElasticFlow's own simulator (`ef-accessctrl` / `edf`, 60 s slots, A100 tables). 195job: REFERENCE
 # §3, and the same 0.877 from the simulator reconstructed from pkusys/ElasticFlow's stored code
 # (/work/efsim/ef, RESULTS.md). cluster01 elasticflow: that reconstructed simulator run here

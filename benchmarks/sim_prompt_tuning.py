@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 
 from ptctl.planner.gpu_need import ClusterModel
-from ptctl.sim.engine import SimConfig, simulate
+from ptctl.sim.engine import simulate
 from ptctl.sim.gen import GenSpec, generate, load_convergence, prompt_tuning_throughputs
+from ptctl.sim.results import SimConfig
 
 
 def main() -> None:

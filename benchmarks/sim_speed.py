@@ -9,9 +9,11 @@ import random
 import time
 
 from ptctl.planner.gpu_need import ClusterModel
-from ptctl.planner.policies import JobView, decide
-from ptctl.sim.engine import SimConfig, simulate
+from ptctl.planner.interface import JobView
+from ptctl.planner.policies import decide
+from ptctl.sim.engine import simulate
 from ptctl.sim.gen import PROMPT_TUNING_BATCH, GenSpec, generate, prompt_tuning_throughputs
+from ptctl.sim.results import SimConfig
 
 
 def decision_benchmark(policy: str, repeats: int = 5) -> float:

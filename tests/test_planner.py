@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import random
-from bisect import bisect_left
 
 import numpy as np
 import pytest
@@ -13,11 +12,16 @@ from hypothesis import given, settings, strategies as st
 
 from ptctl.errors import BadInputError
 from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
+from ptctl.planner.elasticflow import ElasticFlowPolicy, elasticflow_gpu_cap
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost, elasticflow_overhead_s, gpu_need
-from ptctl.planner.policies import (POLICIES, ElasticFlowPolicy, JobView, PromptTunerPolicy,
-                                    _EfJob, _EfPlan, _min_share, _Steps, decide, ef_align,
-                                    elasticflow_gpu_cap, histogram_keepalive_s)
+from ptctl.planner.infless import histogram_keepalive_s
+from ptctl.planner.interface import JobView
+from ptctl.planner.policies import POLICIES, decide
+from ptctl.planner.prompttuner import PromptTunerPolicy
 from ptctl.planner.throughput import ThroughputCurve, fit_usl
+from ptctl.planner.timeline import _EfJob, _min_share, _Steps, ef_align
+from ptctl.planner.views import allowed_gpu_counts, job_view
+from reference_planner import ReferencePromptTuner, reference_min_share
 
 LINEAR = ThroughputCurve("m", 32, {1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0})
 
@@ -70,6 +74,7 @@ def test_elasticflow_overhead_and_caps():
     assert elasticflow_overhead_s(8, changed=False) == 2
     assert elasticflow_overhead_s(8, changed=True) == 2 + 2 * 4
     assert elasticflow_overhead_s(8, changed=True, restart=True, cluster_gpus=256) == 7 + 47 + 8
+    assert elasticflow_overhead_s(8, changed=False, restart=True, cluster_gpus=512) == 7
     assert elasticflow_gpu_cap("bert", 64) == 8 and elasticflow_gpu_cap("deepspeech2", 32) == 32
     assert elasticflow_gpu_cap("vgg16", 128) == 64
 
@@ -178,6 +183,30 @@ def test_histogram_keepalive():
     assert histogram_keepalive_s([10.0] * 99 + [1e9]) < 4 * 3600 + 1
 
 
+def test_allowed_gpu_counts_are_whole_nodes_past_one_node_and_table_points_when_given():
+    # The live rule: every count up to a node, then whole nodes, within the bounds and budget.
+    assert allowed_gpu_counts(2, 64, budget=24, gpus_per_node=8) == (2, 3, 4, 5, 6, 7, 8, 16, 24)
+    # The simulator's: a throughput table's columns, under the same bounds and node rule.
+    assert allowed_gpu_counts(2, 64, budget=24, gpus_per_node=8,
+                              levels=(1, 2, 4, 8, 12, 16, 32)) == (2, 4, 8, 16)
+    assert allowed_gpu_counts(16, 64, budget=8, gpus_per_node=8) == ()
+
+
+def test_job_view_is_running_exactly_when_it_holds_gpus():
+    allowed = allowed_gpu_counts(1, 8, budget=8, gpus_per_node=8, levels=LINEAR.allowed_gpus)
+    queued = job_view("q", "m", 32, 0.0, 100.0, gpus=0, allowed_gpus=allowed,
+                      remaining_iterations=10.0, throughput=LINEAR)
+    memory = {"ef_admitted": True}
+    running = job_view("r", "m", 32, 0.0, 100.0, gpus=4, allowed_gpus=allowed,
+                       remaining_iterations=10.0, throughput=LINEAR, memory=memory)
+    assert (queued.state, queued.gpus, running.state, running.gpus) == ("queued", 0, "running", 4)
+    assert (running.min_gpus, running.max_gpus, running.allowed_gpus) == (1, 8, (1, 2, 4, 8))
+    assert running.memory == memory and running.memory is not memory
+    with pytest.raises(BadInputError, match="no GPU count"):
+        job_view("x", "m", 32, 0.0, 100.0, gpus=0, allowed_gpus=(), remaining_iterations=1.0,
+                 throughput=LINEAR)
+
+
 def test_jobview_validation_names_field():
     with pytest.raises(BadInputError, match="state='done'"):
         JobView("x", "m", 32, 0, 10, "done", 0, 1, 8, (1,), 1.0, LINEAR)
@@ -231,229 +260,6 @@ def test_no_policy_exceeds_budget_or_job_bounds(scenario, policy, overhead):
 
 # --------------------------------------------------------------------------- fast == plain planner
 
-def _plain_merge(steps: _Steps) -> _Steps:
-    ts, fs = [steps.ts[0]], [steps.fs[0]]
-    for t, f in zip(steps.ts[1:], steps.fs[1:]):
-        if f != fs[-1]:
-            ts.append(t)
-            fs.append(f)
-    steps.ts, steps.fs = ts, fs
-    return steps
-
-
-def _plain_merged(allocs):
-    out = []
-    for t in sorted(allocs):
-        if not out or allocs[t] != out[-1][1]:
-            out.append((t, allocs[t]))
-    return out
-
-
-def _reference_min_share(e: _EfJob, now: float, slot: float, total: int, orig: _Steps,
-               first: int | None = None) -> _EfPlan:
-    """The minimum-share walk as first written (plain loops, before the speed-ups), kept to
-    check that the fast `_min_share` plans exactly the same."""
-    remaining = e.remaining
-    ddl = e.view.deadline_s
-    rate = e.rate
-    new = orig.copy()
-    if remaining <= 0:
-        return _EfPlan([(now, 0)], now, now, now <= ddl, new)
-    if not e.levels:  # no allowed count fits the cluster: never runs, never meets its deadline
-        return _EfPlan([(now, 0)], now, max(now, ddl) + 1.0, False, new)
-    a_ddl = ef_align(now, ddl, slot)
-    if a_ddl >= now:
-        new.key(a_ddl)
-    ts, fs = new.ts, new.fs
-    allocs: dict[float, int] = {now: 0}
-    event = now
-
-    def finish(t0: float, g: int, left: float) -> tuple[float, float]:
-        real_left = math.ceil(left / rate[g])
-        return t0 + ef_align(0, real_left, slot), t0 + real_left
-
-    def close(end: float) -> None:
-        """Give back the part of the last period after `end` (original free count)."""
-        if end not in orig.ts:
-            i = new.key(end)
-            fs[i] = orig.at(end)
-
-    if first is not None:
-        q = first
-        nxt = orig.ts[1] if len(orig.ts) > 1 else a_ddl
-        real_end = math.ceil(now + remaining / rate[q])
-        end = ef_align(now, real_end, slot)
-        if (nxt >= end and ddl >= real_end) or nxt <= now:
-            new.add(now, end, -q)
-            close(end)
-            return _EfPlan([(now, q)], end, real_end, real_end <= ddl, _plain_merge(new))
-        dur = (ddl if nxt == a_ddl else nxt) - now
-        remaining -= dur * rate[q]
-        new.add(now, nxt, -q)
-        allocs[now] = q
-        event = nxt
-        allocs[nxt] = 0
-        if remaining <= 0:  # finishes in the first period, but after its deadline
-            new.add(nxt, end, -q)
-            close(end)
-            return _EfPlan(_plain_merged({now: q, end: 0}) if end > now else [(now, q)], end,
-                           real_end, False, _plain_merge(new))
-    lo = bisect_left(ts, event)
-    hi = bisect_left(ts, a_ddl) if a_ddl >= event else lo  # periods [ts[k], ts[k+1]) for lo <= k < hi
-    durs = []
-    for k in range(lo, hi):
-        allocs.setdefault(ts[k], 0)
-        durs.append((ddl if ts[k + 1] == a_ddl else ts[k + 1]) - ts[k])
-
-    last_q = 0
-    for q in e.levels:
-        if q > total:
-            break
-        acc = 0.0
-        point = None
-        for k in range(hi - 1, lo - 1, -1):
-            f = fs[k]
-            a = q if f >= q else min(q, e.floor(f))
-            if a == 0:
-                continue
-            acc += durs[k - lo] * rate[a]
-            if acc >= remaining:
-                point = ts[k]
-                break
-        if point is None:
-            last_q = q
-            continue
-        # Forward: previous level before `point`, this level from it, until the work is done.
-        for k in range(lo, hi):
-            a = min(q if ts[k] >= point else last_q, e.floor(fs[k]))
-            allocs[ts[k]] = a
-            fs[k] -= a
-            if a == 0:
-                continue
-            it = durs[k - lo] * rate[a]
-            if ts[k] < point or it < remaining:
-                remaining -= it
-                continue
-            end, real_end = finish(ts[k], a, remaining)
-            close(end)
-            return _EfPlan(_plain_merged(allocs), end, real_end, real_end <= ddl, _plain_merge(new))
-        k = new.key(a_ddl)
-        a = min(q, e.floor(fs[k]))
-        if a == 0:
-            break
-        allocs[a_ddl] = a
-        fs[k] -= a
-        end, real_end = finish(a_ddl, a, remaining)
-        close(end)
-        return _EfPlan(_plain_merged(allocs), end, real_end, real_end <= ddl, _plain_merge(new))
-
-    # No level meets the deadline: the largest level (as free GPUs allow) up to the deadline...
-    top = last_q or e.levels[0]
-    for k in range(lo, hi):
-        a = min(top, e.floor(fs[k]))
-        allocs[ts[k]] = a
-        fs[k] -= a
-        remaining -= durs[k - lo] * rate[a] if a else 0.0
-    # ... then whatever is free after it, then everything.
-    last = max(a_ddl, event)
-    new.key(last)
-    while True:
-        i = bisect_left(new.ts, last)
-        if i + 1 >= len(new.ts):
-            break
-        nxt_t = new.ts[i + 1]
-        q = min(e.floor(new.fs[i]), e.max_gpu)
-        allocs[last] = q
-        if q:
-            it = (nxt_t - last) * rate[q]
-            if it >= remaining:
-                real_end = math.ceil(last + remaining / rate[q])
-                end = ef_align(now, real_end, slot)
-                new.add(last, end, -q)
-                close(end)
-                return _EfPlan(_plain_merged(allocs), end, real_end, real_end <= ddl, _plain_merge(new))
-            remaining -= it
-            new.fs[i] -= q
-        last = nxt_t
-    q = e.max_gpu
-    allocs[last] = q
-    real_end = math.ceil(last + remaining / rate[q])
-    end = ef_align(now, real_end, slot)
-    new.add(last, end, -q)
-    close(end)
-    return _EfPlan(_plain_merged(allocs), end, real_end, real_end <= ddl, _plain_merge(new))
-
-
-class _ReferencePromptTuner(PromptTunerPolicy):
-    """prompttuner with the commitment test as first written (three full planning passes)."""
-
-    def _commitments(self, now_s: float, gpu_budget: int, jobs: list[JobView],
-                     cluster: ClusterModel, plans: list) -> dict[str, bool]:
-        """job id -> committed. Jobs committed earlier stay committed; each new (or not yet
-        committed) job is committed if the committed jobs plus it can all still be planned to
-        meet their deadlines, tested one at a time in deadline order."""
-        if gpu_budget <= 0:
-            return {j.job_id: bool(j.memory.get("pt_committed")) for j in jobs}
-        per_round = cluster.transition_s(1, 1) / cluster.slot_s  # lost each round, as a fraction
-        ef: dict[str, _EfJob] = {}
-        for job, _, _, remaining, _ in plans:
-            levels = list(job.allowed_gpus)
-            work = remaining * (1.0 + per_round)
-            if job.gpus == 0:  # a first start costs its transition once
-                work += cluster.transition_s(0, levels[0], job.warm) * job.rate(levels[0])
-            view = JobView(job.job_id, job.model, job.global_batch, job.arrival_s, job.deadline_s,
-                           "queued", 0, job.min_gpus, job.max_gpus, job.allowed_gpus, work,
-                           job.throughput)
-            ef[job.job_id] = _EfJob(view, levels, {g: job.rate(g) for g in levels}, levels[-1])
-        done = {j.job_id: True for j in jobs if j.memory.get("pt_committed")}
-        base = [ef[i] for i in done]
-        pending = sorted((j for j in jobs if j.job_id not in done),
-                         key=lambda j: (j.deadline_s, j.arrival_s, j.job_id))
-        if not pending:
-            return done
-        slot = cluster.slot_s
-
-        def failing(group: list[_EfJob], stop: set[str] | None = None) -> set[str] | None:
-            """Ids whose plans miss (None as soon as one in `stop` misses)."""
-            steps = _Steps.empty(now_s, gpu_budget)
-            missed = set()
-            for e in sorted(group, key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id)):
-                plan = _min_share(e, now_s, slot, gpu_budget, steps)
-                steps = plan.steps
-                if not plan.ok:
-                    if stop is not None and e.view.job_id in stop:
-                        return None
-                    missed.add(e.view.job_id)
-            return missed
-
-        late = failing(base) or set()  # committed jobs already behind do not block new ones
-        # One pass in deadline order: a candidate is kept if its own plan meets its deadline...
-        steps = _Steps.empty(now_s, gpu_budget)
-        accepted = []
-        for e in sorted(base + [ef[j.job_id] for j in pending],
-                        key=lambda e: (e.view.deadline_s, e.view.arrival_s, e.view.job_id)):
-            plan = _min_share(e, now_s, slot, gpu_budget, steps)
-            if e.view.job_id in done:
-                steps = plan.steps
-            elif plan.ok:
-                steps = plan.steps
-                accepted.append(e)
-        # ... and the kept ones together must not make a committed job miss; if they do, test
-        # them one at a time (rare).
-        group = base + accepted
-        if failing(group, stop={e.view.job_id for e in group} - late) is None:
-            for e in accepted:
-                trial = base + [e]
-                if failing(trial, stop={x.view.job_id for x in trial} - late) is not None:
-                    base = trial
-            accepted = base[len(done):]
-        for job in pending:
-            done[job.job_id] = False
-        for e in accepted:
-            done[e.view.job_id] = True
-        return done
-
-
 UNEVEN = [ThroughputCurve("u", 32, {1: 10.0, 2: 16.5, 4: 24.3, 8: 30.5, 16: 32.3, 32: 28.7}),
           ThroughputCurve("v", 32, {1: 0.8, 2: 1.5, 4: 2.8, 8: 4.9, 16: 7.4, 32: 9.4}),
           ThroughputCurve("w", 16, {2: 3.0, 4: 2.5, 16: 9.0})]  # not monotone: 4 < 2
@@ -482,7 +288,7 @@ def test_fast_min_share_plans_exactly_as_the_plain_walk():
                    work=rnd.choice([None, rnd.uniform(1, 1e5)]))
         first = rnd.choice([None, None, rnd.choice(levels)])
         fast = _min_share(e, now, slot, total, orig, first)
-        plain = _reference_min_share(e, now, slot, total, orig, first)
+        plain = reference_min_share(e, now, slot, total, orig, first)
         assert (fast.allocs, fast.end, fast.real_end, fast.ok) == \
             (plain.allocs, plain.end, plain.real_end, plain.ok), case
         assert (fast.steps.ts, fast.steps.fs) == (plain.steps.ts, plain.steps.fs), case
@@ -508,7 +314,7 @@ def test_fast_commitment_test_decides_as_the_three_pass_one():
                                 32, curve.allowed_gpus, rnd.uniform(0, 60000), curve,
                                 remaining_sd=rnd.uniform(0, 200), memory=memory))
         fast = decide(PromptTunerPolicy(), 0.0, budget, jobs, cluster)
-        plain = decide(_ReferencePromptTuner(), 0.0, budget, jobs, cluster)
+        plain = decide(ReferencePromptTuner(), 0.0, budget, jobs, cluster)
         assert fast == plain, case
         fallback += any(d.memory.get("pt_committed") is False and j.memory.get("pt_committed") is None
                         for j, d in zip(jobs, fast))

@@ -1,5 +1,6 @@
 """Simulator: trace readers (both ElasticFlow spellings, ptctl's format, malformed rows),
-determinism, the generator, and the `ptctl sim` CLI."""
+determinism, the generator, the `ptctl sim` CLI, and its figures on ElasticFlow's 195job trace
+(read from the repository's data/elasticflow: a missing file fails, it does not skip)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import pytest
 from ptctl.errors import BadInputError
 from ptctl.planner.gpu_need import ClusterModel
 from ptctl.planner.policies import POLICIES
-from ptctl.sim.engine import SimConfig, simulate
+from ptctl.sim.engine import simulate
 from ptctl.sim.gen import GenSpec, generate, load_convergence, prompt_tuning_throughputs
+from ptctl.sim.results import SimConfig
 from ptctl.sim.traces import read_trace, write_ptctl_trace
 
-SHARED = Path(__file__).resolve().parents[2] / "shared/traces/elasticflow"
-TPUT = SHARED / "throughputs_A100"
-needs_shared = pytest.mark.skipif(not TPUT.is_dir(), reason="shared ElasticFlow traces absent")
+EF_DATA = Path(__file__).resolve().parents[1] / "data/elasticflow"
+TPUT = EF_DATA / "throughputs_A100"
 HEADER_A = "job_id,submission_time,num_iteration,model_name,deadline,batch_size,num_gpu,duration\n"
 HEADER_B = "job_id,submit_time,iteration,model_name,ddl,batch_size\n"
 
@@ -32,8 +33,6 @@ def write(tmp_path: Path, text: str, name="t.csv") -> Path:
 
 @pytest.fixture(scope="module")
 def ef_table():
-    if not TPUT.is_dir():
-        pytest.skip("shared ElasticFlow traces absent")
     from ptctl.planner.throughput import ThroughputTable
     return ThroughputTable.from_elasticflow_dir(TPUT)
 
@@ -152,27 +151,51 @@ def test_cli_bad_trace_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2 and "unknown policy 'nope'" in proc.stderr
 
 
-@needs_shared
 def test_edf_on_195job_matches_elasticflow_reference():
     from ptctl.sim.runner import prepare
-    jobs, config = prepare(SHARED / "195job.csv", cluster_spec=SHARED / "cluster_specs/n16g8.csv",
+    jobs, config = prepare(EF_DATA / "195job.csv", cluster_spec=EF_DATA / "cluster_specs/n16g8.csv",
                            throughputs=TPUT)
     ratio = simulate(jobs, "edf", config).summary()["deadline_satisfactory_ratio"]
     assert abs(ratio - 0.097) <= 0.02
 
 
-@needs_shared
 def test_elasticflow_on_195job_matches_elasticflow_reference():
     from ptctl.sim.runner import prepare
-    jobs, config = prepare(SHARED / "195job.csv", cluster_spec=SHARED / "cluster_specs/n16g8.csv",
+    jobs, config = prepare(EF_DATA / "195job.csv", cluster_spec=EF_DATA / "cluster_specs/n16g8.csv",
                            throughputs=TPUT)
     s = simulate(jobs, "elasticflow", config).summary()
     assert abs(s["deadline_satisfactory_ratio"] - 0.877) <= 0.02
     assert abs(s["gpu_hours"] - 10_300) <= 0.05 * 10_300
 
 
+# `ptctl sim run --json` on 195job (n16g8, A100 tables) before the package was restructured: a
+# change that moves any of these figures changes what the simulator shows.
+FIGURES_195JOB = {
+    "prompttuner": {"met_deadline": 179, "declined": 0, "late": 16, "gpu_hours": 7088.482752984166,
+                    "mean_jct_s": 26963.857921175688, "resizes": 414, "rounds": 411},
+    "elasticflow": {"met_deadline": 171, "declined": 24, "late": 0, "gpu_hours": 10216.2,
+                    "mean_jct_s": 26681.233918128655, "resizes": 2255, "rounds": 298},
+    "infless": {"met_deadline": 156, "declined": 0, "late": 39, "gpu_hours": 7046.303318122351,
+                "mean_jct_s": 26197.436456062987, "resizes": 0, "rounds": 394},
+    "edf": {"met_deadline": 17, "declined": 0, "late": 178, "gpu_hours": 34955.523203620396,
+            "mean_jct_s": 257116.89266108364, "resizes": 28, "rounds": 419},
+    "fifo": {"met_deadline": 7, "declined": 0, "late": 188, "gpu_hours": 36197.293630944456,
+             "mean_jct_s": 609209.495462504, "resizes": 0, "rounds": 422},
+}
+
+
+@pytest.mark.parametrize("policy", sorted(FIGURES_195JOB))
+def test_195job_figures_are_pinned(policy, tmp_path):
+    proc = run_cli("run", "--trace", str(EF_DATA / "195job.csv"), "--policy", policy,
+                   "--cluster-spec", str(EF_DATA / "cluster_specs/n16g8.csv"),
+                   "--throughputs", str(TPUT), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert {key: summary[key] for key in FIGURES_195JOB[policy]} == FIGURES_195JOB[policy]
+
+
 def test_ef_placement_caches_exact_ranks_until_a_restart():
-    from ptctl.sim.engine import _EfPlacement
+    from ptctl.sim.elasticflow_replay import _EfPlacement
     place = _EfPlacement(switches=1, nodes_per_switch=2, per_node=8)
 
     def again(order):
@@ -199,7 +222,7 @@ def test_ef_placement_free_nodes_follow_elasticflows_release_order():
     """ElasticFlow's node ids restart at 0 in every switch and its free-node list is re-sorted by
     id (stably) on every release, so a released node goes behind the free node of the same id in
     the other switch: the same 8-GPU job lands on another node, at other ranks, uncached."""
-    from ptctl.sim.engine import _EfPlacement
+    from ptctl.sim.elasticflow_replay import _EfPlacement
     place = _EfPlacement(switches=2, nodes_per_switch=2, per_node=8)
     assert place.place([("a", 8)]) == {"a": False}  # switch 0, node 0: ranks 0-7
     place.release("a")
@@ -209,14 +232,6 @@ def test_ef_placement_free_nodes_follow_elasticflows_release_order():
     place.release("a")
     assert place.free == [0, 2, 1, 3]
     assert place.place([("a", 8)]) == {"a": True}  # back on ranks 0-7, still cached
-
-
-def test_ef_overhead_model():
-    from ptctl.sim.engine import _ef_overhead
-    assert _ef_overhead(8, restart=False, cached=True, cluster_gpus=128) == 2
-    assert _ef_overhead(8, restart=False, cached=False, cluster_gpus=128) == 2 + 2 * 4
-    assert _ef_overhead(8, restart=True, cached=False, cluster_gpus=512) == 7 + 47 + 8
-    assert _ef_overhead(8, restart=True, cached=True, cluster_gpus=512) == 7
 
 
 def test_elasticflow_events_judge_deadlines_by_the_plan_and_merge_events_within_a_slot():

@@ -29,10 +29,6 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-SUMMARY_KEYS = ("jobs", "met_deadline", "slo_violation_rate", "deadline_satisfactory_ratio",
-                "gpu_hours", "mean_jct_s", "median_jct_s", "resizes")
-
-
 @app.command("run")
 def run(trace: TraceOpt, policy: Annotated[str, typer.Option("--policy", help="Policy name.")],
         gpus: GpusOpt = None, cluster_spec: SpecOpt = None, throughputs: TputOpt = None,
@@ -40,15 +36,12 @@ def run(trace: TraceOpt, policy: Annotated[str, typer.Option("--policy", help="P
         jobs_csv: Annotated[Optional[Path], typer.Option("--jobs-csv", help="Write the per-job CSV here.")] = None,
         json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Simulate one policy over a trace and print its SLO and cost figures."""
-    from ptctl.planner.policies import get_policy
-    from ptctl.sim.engine import simulate
-    from ptctl.sim.runner import prepare, write_job_csv
+    from ptctl.sim.runner import run_trace, write_job_csv
 
     out = Output(json_mode=json_out, quiet=quiet)
-    get_policy(policy)
-    jobs, config = prepare(trace, gpus=gpus, cluster_spec=cluster_spec, throughputs=throughputs,
-                           slot_s=slot, overhead_model=overhead_model, seed=seed)
-    result = simulate(jobs, policy, config)
+    result = run_trace(trace, [policy], gpus=gpus, cluster_spec=cluster_spec,
+                       throughputs=throughputs, slot_s=slot, overhead_model=overhead_model,
+                       seed=seed)[policy]
     summary = result.summary()
     if jobs_csv is not None:
         write_job_csv(jobs_csv, result)
@@ -66,19 +59,16 @@ def compare(trace: TraceOpt,
             plots: Annotated[Path, typer.Option("--plots", help="Folder for the PNG plots.")] = Path("sim-plots"),
             json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Run several policies on one trace; ratios are against `prompttuner` when it is listed."""
-    from ptctl.planner.policies import get_policy
-    from ptctl.sim.runner import plot_comparison, prepare, ratios_to, run_policies
+    from ptctl.sim.runner import baseline_of, plot_comparison, ratios_to, run_trace
 
     out = Output(json_mode=json_out, quiet=quiet)
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if not names:
         raise BadInputError("--policies is empty")
-    for name in names:
-        get_policy(name)
-    jobs, config = prepare(trace, gpus=gpus, cluster_spec=cluster_spec, throughputs=throughputs,
-                           slot_s=slot, overhead_model=overhead_model, seed=seed)
-    results = run_policies(jobs, config, names)
-    baseline = "prompttuner" if "prompttuner" in names else names[0]
+    results = run_trace(trace, names, gpus=gpus, cluster_spec=cluster_spec,
+                        throughputs=throughputs, slot_s=slot, overhead_model=overhead_model,
+                        seed=seed)
+    baseline = baseline_of(names)
     rows = ratios_to(results, baseline)
     paths = plot_comparison(results, plots)
     out.info("plots: " + ", ".join(str(p) for p in paths))
@@ -101,8 +91,8 @@ def gen(out_path: Annotated[Path, typer.Option("--out", help="Trace CSV to write
             "--convergence", help="JSON with bank/random iteration statistics.")] = None,
         seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Write a prompt-tuning trace (ptctl format) with Poisson arrivals and bank/random iterations."""
-    from ptctl.sim.gen import GenSpec, generate, load_convergence
-    from ptctl.sim.traces import write_ptctl_trace
+    from ptctl.sim.gen import GenSpec
+    from ptctl.sim.runner import generate_trace
 
     out = Output(json_mode=json_out, quiet=quiet)
     try:
@@ -115,10 +105,6 @@ def gen(out_path: Annotated[Path, typer.Option("--out", help="Trace CSV to write
     spec = GenSpec(jobs=jobs, rate_per_hour=rate, models=tuple(m for m, _ in mix),
                    model_weights=tuple(w for _, w in mix), k_min=k_lo, k_max=k_hi,
                    reference_gpus=reference_gpus, max_gpus=max_gpus, seed=seed)
-    trace = generate(spec, load_convergence(convergence))
-    write_ptctl_trace(out_path, trace)
-    summary = {"path": str(out_path), "jobs": len(trace),
-               "span_hours": (trace[-1].arrival_s - trace[0].arrival_s) / 3600,
-               "mean_bank_over_random": sum(j.iterations_bank / j.iterations for j in trace) / len(trace)}
+    summary = generate_trace(out_path, spec, convergence)
     out.table(["key", "value"], [(k, _fmt(v)) for k, v in summary.items()], data=summary,
               title="generated trace")

@@ -1,5 +1,5 @@
 """Glue shared by `ptctl sim` and the benchmarks: load a trace with the right throughput table
-and cluster physics, run policies, write per-job CSVs and comparison plots."""
+and cluster physics, run policies, generate traces, write per-job CSVs and comparison plots."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from ptctl.errors import BadInputError
 from ptctl.fsutil import atomic_write_text
 from ptctl.planner.gpu_need import OVERHEAD_MODELS, ClusterModel, ResizeCost
 from ptctl.planner.throughput import ThroughputTable
-from ptctl.sim.engine import SimConfig, SimResult, simulate
-from ptctl.sim.gen import prompt_tuning_throughputs
-from ptctl.sim.traces import SimJob, read_cluster_layout, read_trace
+from ptctl.planner.policies import get_policy
+from ptctl.sim.engine import simulate
+from ptctl.sim.gen import GenSpec, generate, load_convergence, prompt_tuning_throughputs
+from ptctl.sim.results import SimConfig, SimResult
+from ptctl.sim.traces import SimJob, read_cluster_layout, read_trace, write_ptctl_trace
 
 
 def is_ptctl_trace(path: str | Path) -> bool:
@@ -43,7 +45,7 @@ def prepare(trace: str | Path, *, gpus: int | None = None, cluster_spec: str | P
         table = prompt_tuning_throughputs()
     else:
         raise BadInputError(f"{trace.name} is an ElasticFlow trace: give --throughputs DIR "
-                            "(e.g. ../shared/traces/elasticflow/throughputs_A100)")
+                            "(e.g. data/elasticflow/throughputs_A100)")
     per_node, per_switch = 8, 0
     if cluster_spec is not None:
         switches, per_switch, per_node = read_cluster_layout(cluster_spec)
@@ -60,8 +62,27 @@ def prepare(trace: str | Path, *, gpus: int | None = None, cluster_spec: str | P
                            nodes_per_switch=per_switch)
 
 
-def run_policies(jobs: list[SimJob], config: SimConfig, policies: list[str]) -> dict[str, SimResult]:
+def run_trace(trace: str | Path, policies: list[str], **options) -> dict[str, SimResult]:
+    """Each policy over one trace (`options` as `prepare`'s); unknown names fail before the
+    trace is loaded."""
+    for name in policies:
+        get_policy(name)
+    jobs, config = prepare(trace, **options)
     return {p: simulate(jobs, p, config) for p in policies}
+
+
+def baseline_of(policies: list[str]) -> str:
+    """The policy a comparison is against: `prompttuner` when it runs, else the first."""
+    return "prompttuner" if "prompttuner" in policies else policies[0]
+
+
+def generate_trace(path: str | Path, spec: GenSpec, convergence: str | Path | None) -> dict:
+    """Write a generated prompt-tuning trace; returns what it holds, in short."""
+    trace = generate(spec, load_convergence(convergence))
+    write_ptctl_trace(path, trace)
+    return {"path": str(path), "jobs": len(trace),
+            "span_hours": (trace[-1].arrival_s - trace[0].arrival_s) / 3600,
+            "mean_bank_over_random": sum(j.iterations_bank / j.iterations for j in trace) / len(trace)}
 
 
 def write_job_csv(path: str | Path, result: SimResult) -> None:

@@ -209,12 +209,6 @@ def write_ptctl_trace(path: str | Path, jobs: list[SimJob]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def read_cluster_spec(path: str | Path) -> tuple[int, int]:
-    """ElasticFlow's `cluster_specs/nXgY.csv`: returns (total GPUs, GPUs per node)."""
-    switches, nodes_per_switch, per_node = read_cluster_layout(path)
-    return switches * nodes_per_switch * per_node, per_node
-
-
 def read_cluster_layout(path: str | Path) -> tuple[int, int, int]:
     """ElasticFlow's `cluster_specs/nXgY.csv`: (switches, nodes per switch, GPUs per node)."""
     path = Path(path)

@@ -26,8 +26,9 @@ from ptctl.errors import PtctlError, SlurmUnreachableError
 from ptctl.jobs.registry import JobState, Registry, utcnow
 from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost
-from ptctl.planner.policies import (Decision, JobView, Policy, PromptTunerPolicy,
-                                   PromptTunerSettings, decide)
+from ptctl.planner.interface import Decision, JobView, Policy
+from ptctl.planner.policies import decide
+from ptctl.planner.prompttuner import PromptTunerPolicy, PromptTunerSettings
 from ptctl.planner.throughput import ThroughputCurve
 from ptctl.slurm import launcher
 
