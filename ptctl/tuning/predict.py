@@ -19,7 +19,6 @@ argument, else the meta's `max_length`, else the model's context. Set it to the 
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,11 +137,7 @@ class PromptClassifier:
         for name in (META, ADAPTER_WEIGHTS):
             if not (folder / name).is_file():
                 raise BadInputError(f"{folder / name}: missing (not an exported ptctl prompt)")
-        try:
-            meta = json.loads((folder / META).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CorruptFileError(f"{folder / META}: not valid JSON ({exc})") from None
-        prompt, _ = read_adapter(folder)
+        prompt, meta = read_adapter(folder)
         check_meta(meta, folder / META, prompt)
         model, tokenizer = load_base_model(meta["model_ref"], device)
         hidden = model.get_input_embeddings().embedding_dim
