@@ -43,9 +43,10 @@ def root(
 
 
 def _wire() -> None:
-    from ptctl.cli import bank, config, doctor, jobs, rebalance, run, sim
+    from ptctl.cli import bank, config, doctor, jobs, predict, rebalance, run, sim
 
     jobs.register(app)
+    predict.register(app)
     app.command("run")(run.run)
     app.command("rebalance")(rebalance.rebalance)
     app.add_typer(bank.app, name="bank")
