@@ -8,9 +8,9 @@ accuracy the job reported. The probabilities are the softmax of those scores ove
 words: the distribution the label_words objective trains.
 
 Texts are cut to `max_length` tokens (template and label word included) as in training: the
-argument, else the meta's `max_length`, else the model's context. Set it to the job's
-`task.max_length` to reproduce the job's accuracy; the meta may also name the data columns
-(`text_field`, `label_field`; default `text` and `label`).
+argument, else the job's `task.max_length` recorded in the meta, else (an adapter exported
+before the meta recorded it) the model's context; the data columns default to the job's own
+(`text_field`, `label_field` in the meta; else `text` and `label`).
 
     clf = PromptClassifier.load("runs/tiny/result")   # or a job id in the state folder
     clf.predict(["what a lovely day"])                 # [Prediction(label, {word: p})]
