@@ -1,5 +1,6 @@
-"""One output helper for every command: a rich table for people, `--json` for scripts,
-`--quiet` for cron. Colour only on a TTY and never when NO_COLOR is set."""
+"""One output helper for every command: a rich table on a terminal, aligned plain text when
+piped (scripts and `cut`/`awk` must not meet box characters), `--json` for scripts, `--quiet`
+for cron. Colour only on a terminal and never when NO_COLOR is set."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Annotated, Any, Iterable, Sequence
 
+import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def _console(stream) -> Console:
@@ -20,6 +23,70 @@ def _console(stream) -> Console:
     width = None if tty else int(os.environ.get("COLUMNS") or 200)
     return Console(file=stream, no_color=no_color, highlight=False, soft_wrap=True,
                    force_terminal=False if not tty else None, width=width)
+
+
+# --- values for people (JSON keeps the raw numbers) -------------------------------------------
+
+def fmt_duration(seconds: float | None) -> str:
+    """`1h02m`, `4m05s`, `12s`, `-3m10s`: a duration a person reads at a glance."""
+    if seconds is None:
+        return "-"
+    sign = "-" if seconds < 0 else ""
+    s = abs(int(round(seconds)))
+    if s >= 86400:
+        return f"{sign}{s // 86400}d{s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{sign}{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{sign}{s // 60}m{s % 60:02d}s"
+    return f"{sign}{s}s"
+
+
+def fmt_ratio(value: float | None) -> str:
+    """Three significant digits, zeros kept so a column reads evenly (0.0821, 1.00, 12.5, 240),
+    never scientific notation."""
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if value == 0:
+        return "0"
+    return f"{value:#.3g}" if abs(value) >= 0.001 else f"{value:.4f}"
+
+
+def fmt_gpu_hours(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def fmt_value(key: str, value: Any) -> str:
+    """A summary value for people, by the naming of its key: `*_s` durations, `gpu_hours`,
+    other floats as ratios."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if key.endswith("_s"):
+        return fmt_duration(value)
+    if "gpu_hours" in key and "_vs_" not in key:
+        return fmt_gpu_hours(value)
+    if isinstance(value, float):
+        return fmt_ratio(value)
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    """One line per row whatever the value: None is `-`, newlines become spaces."""
+    return "-" if value is None else " ".join(str(value).splitlines())
+
+
+def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns aligned with two spaces, a header line, no borders; the last column unpadded."""
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    lines = []
+    for cells in [list(columns)] + [list(r) for r in rows]:
+        padded = [cell.ljust(w) for cell, w in zip(cells[:-1], widths)] + cells[-1:]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
 
 
 @dataclass
@@ -40,7 +107,9 @@ class Output:
 
     def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
               data: Any = None, title: str | None = None) -> None:
-        """A listing: a rich table, or `data` (defaults to the rows as dicts) with `--json`."""
+        """A listing: a rich table on a terminal, aligned plain text when piped (the title is
+        left out there: the first line is the header), or `data` (defaults to the rows as
+        dicts) with `--json`."""
         rows = [list(r) for r in rows]
         if self.json_mode:
             if data is None:
@@ -49,11 +118,15 @@ class Output:
             return
         if self.quiet:
             return
+        cells = [[_cell(v) for v in r] for r in rows]
+        if not self.out.is_terminal:
+            self.out.print(plain_table(columns, cells), markup=False, highlight=False)
+            return
         table = Table(title=title, show_lines=False)
         for col in columns:
             table.add_column(col, overflow="fold")
-        for r in rows:
-            table.add_row(*["" if v is None else str(v) for v in r])
+        for r in cells:
+            table.add_row(*[Text(c) for c in r])  # values are data, never rich markup
         self.out.print(table)
 
     def info(self, message: str) -> None:
@@ -70,8 +143,5 @@ class Output:
 
 
 # Options shared by every command that prints results (Typer's public API only).
-import typer  # noqa: E402
-from typing import Annotated  # noqa: E402
-
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing but errors.")]
