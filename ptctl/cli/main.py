@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import typer
@@ -58,9 +59,24 @@ def _wire() -> None:
 _wire()
 
 
+def _usage_line(exc: Exception) -> str | None:
+    """The one line for a usage error Typer raises (unknown option or command, missing or bad
+    argument), found by duck typing: Typer bundles its own click from 0.26 on."""
+    format_message = getattr(exc, "format_message", None)
+    if not callable(format_message) or not isinstance(getattr(exc, "exit_code", None), int):
+        return None
+    # One line; a sentence said twice (Typer's and click's "Did you mean") said once.
+    message = re.sub(r"(\S[^.?!]*[.?!])(?: \1)+", r"\1", " ".join(format_message().split()))
+    message = message.removesuffix(".")
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "ptctl"
+    hint = f" (see '{path} --help')" if exc.exit_code == 2 else ""
+    return f"ptctl: error: {message}{hint}" if message else ""
+
+
 def main() -> None:
     try:
-        app()
+        code = app(prog_name="ptctl", standalone_mode=False)
     except PtctlError as exc:
         if _debug["on"]:
             raise
@@ -69,3 +85,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("ptctl: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        line = _usage_line(exc)
+        if line is None:
+            raise
+        if line:  # empty: a group called bare, whose help Typer has printed already
+            print(line, file=sys.stderr)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
