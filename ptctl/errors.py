@@ -43,3 +43,15 @@ class SlurmUnreachableError(PtctlError):
     """sbatch/squeue could not reach slurmctld: a transient condition, retry later."""
 
     exit_code = EXIT_SLURM_UNREACHABLE
+
+
+def bounded(text: object, limit: int = 300) -> str:
+    """`text` on one line and at most `limit` characters, for quoting a library's error inside
+    ours: a short message is kept whole; a long one is cut at a word and ends with `...`."""
+    line = " ".join(str(text).split())
+    if len(line) <= limit:
+        return line
+    cut = line[:limit - 3]
+    if cut.rfind(" ") > limit // 2:
+        cut = cut[:cut.rfind(" ")]
+    return cut.rstrip(" ,;:") + "..."

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ptctl.errors import BadInputError, CorruptFileError, NotFoundError
+from ptctl.errors import BadInputError, CorruptFileError, NotFoundError, bounded
 from ptctl.fsutil import atomic_write_bytes, file_lock, utcnow
 
 FORMAT = 1
@@ -146,8 +146,7 @@ def decode_prompt(data: bytes, where: str, virtual_tokens: int | None = None,
     try:
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
-        raise error(f"{where}: not a safetensors file ({str(exc).splitlines()[0][:120]})"
-                    ) from None
+        raise error(f"{where}: not a safetensors file ({bounded(exc)})") from None
     if list(tensors) != [PROMPT_KEY]:
         raise error(f"{where}: expected one tensor named {PROMPT_KEY!r}, found "
                     f"{sorted(tensors) or 'none'}")
@@ -180,8 +179,7 @@ def _index_matrix(data: bytes, where: str) -> np.ndarray:
     try:
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8).copy())
     except RuntimeError as exc:
-        raise CorruptFileError(f"{where}: not a faiss index ({str(exc).splitlines()[0][:120]})"
-                               ) from None
+        raise CorruptFileError(f"{where}: not a faiss index ({bounded(exc)})") from None
     return index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros(
         (0, index.d), dtype=np.float32)
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 import zlib
 
-from ptctl.errors import CorruptFileError
+from ptctl.errors import CorruptFileError, bounded
 from ptctl.jobs.registry import JobState, Registry, utcnow
 from ptctl.jobs.spec import spec_from_dict
 
@@ -78,7 +78,7 @@ class TuningTask:
                             stop_check=resize_pending if rank == 0 else None)
         except BaseException as exc:
             if rank == 0 and not isinstance(exc, SystemExit):
-                message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                message = bounded(f"{type(exc).__name__}: {exc}", 500)
                 registry.update(self.job_id, lambda st: _mark_attempt_failed(st, slurm_id,
                                                                              message))
             raise
