@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptctl.cli.output import JsonOpt, Output, QuietOpt
+from ptctl.cli.output import JsonOpt, Output, QuietOpt, fmt_value
 from ptctl.errors import BadInputError
 
 app = typer.Typer(no_args_is_help=True, help="Simulate scheduling policies on job traces.")
@@ -23,10 +23,8 @@ OverheadOpt = Annotated[Optional[str], typer.Option(
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the estimate noise.")]
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return "-" if value is None else str(value)
+DEFAULT_POLICIES = "prompttuner,elasticflow,infless,edf,fifo"
+DEFAULT_MODELS = "gpt-base:0.4,gpt-large:0.35,vicuna-7b:0.25"
 
 
 @app.command("run")
@@ -46,44 +44,52 @@ def run(trace: TraceOpt, policy: Annotated[str, typer.Option("--policy", help="P
     if jobs_csv is not None:
         write_job_csv(jobs_csv, result)
         out.info(f"per-job results written to {jobs_csv}")
-    out.table(["metric", "value"], [(k, _fmt(summary[k])) for k in summary if k != "policy"],
+    out.table(["metric", "value"], [(k, fmt_value(k, summary[k])) for k in summary
+                                    if k != "policy"],
               data=summary, title=f"{policy} on {trace.name}")
 
 
 @app.command("compare")
 def compare(trace: TraceOpt,
-            policies: Annotated[str, typer.Option("--policies", help="Comma-separated policy names.")]
-            = "prompttuner,elasticflow,infless,edf,fifo",
+            policies: Annotated[str, typer.Option(
+                "--policies", show_default=False,  # in the help text, where it wraps uncut
+                help="Comma-separated policy names (default: "
+                     f"{DEFAULT_POLICIES.replace(',', ', ')}).")] = DEFAULT_POLICIES,
             gpus: GpusOpt = None, cluster_spec: SpecOpt = None, throughputs: TputOpt = None,
             slot: SlotOpt = 60.0, overhead_model: OverheadOpt = None, seed: SeedOpt = 0,
             plots: Annotated[Path, typer.Option("--plots", help="Folder for the PNG plots.")] = Path("sim-plots"),
             json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Run several policies on one trace; ratios are against `prompttuner` when it is listed."""
-    from ptctl.sim.runner import baseline_of, plot_comparison, ratios_to, run_trace
+    from ptctl.sim.plots import PlotContext, plot_comparison
+    from ptctl.sim.runner import baseline_of, ratios_to, run_policies
 
     out = Output(json_mode=json_out, quiet=quiet)
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if not names:
         raise BadInputError("--policies is empty")
-    results = run_trace(trace, names, gpus=gpus, cluster_spec=cluster_spec,
-                        throughputs=throughputs, slot_s=slot, overhead_model=overhead_model,
-                        seed=seed)
+    results, config = run_policies(trace, names, gpus=gpus, cluster_spec=cluster_spec,
+                                   throughputs=throughputs, slot_s=slot,
+                                   overhead_model=overhead_model, seed=seed)
     baseline = baseline_of(names)
     rows = ratios_to(results, baseline)
-    paths = plot_comparison(results, plots)
+    ctx = PlotContext(trace.name, config.cluster.total_gpus, config.cluster.slot_s, baseline)
+    paths = plot_comparison(results, plots, ctx)
     out.info("plots: " + ", ".join(str(p) for p in paths))
-    columns = ["policy", "met_deadline", "slo_violation_rate", "gpu_hours", "resizes",
-               f"violations_vs_{baseline}", f"gpu_hours_vs_{baseline}"]
-    out.table(columns, [[_fmt(r[c]) for c in columns] for r in rows], data=rows,
-              title=f"{trace.name}: ratios to {baseline}")
+    columns = ["policy", "met_deadline", "late", "unfinished", "declined", "slo_violation_rate",
+               "gpu_hours", "mean_jct_s", "resizes", f"violations_vs_{baseline}",
+               f"gpu_hours_vs_{baseline}"]
+    out.table(columns, [[fmt_value(c, r[c]) for c in columns] for r in rows], data=rows,
+              title=f"{ctx.subtitle(rows[0]['jobs'])}; ratios to {baseline}")
 
 
 @app.command("gen")
 def gen(out_path: Annotated[Path, typer.Option("--out", help="Trace CSV to write.")],
         jobs: Annotated[int, typer.Option("--jobs", help="Number of jobs.")] = 200,
         rate: Annotated[float, typer.Option("--rate", help="Poisson arrivals per hour.")] = 30.0,
-        models: Annotated[str, typer.Option("--models", help="model:weight,... mix.")]
-        = "gpt-base:0.4,gpt-large:0.35,vicuna-7b:0.25",
+        models: Annotated[str, typer.Option(
+            "--models", show_default=False,
+            help=f"model:weight,... mix (default: {DEFAULT_MODELS.replace(',', ', ')}).")]
+        = DEFAULT_MODELS,
         k_range: Annotated[str, typer.Option("--k", help="Deadline factor range lo,hi.")] = "0.5,1.5",
         reference_gpus: Annotated[int, typer.Option("--reference-gpus", help="GPUs the deadline factor refers to.")] = 2,
         max_gpus: Annotated[int, typer.Option("--max-gpus", help="Per-job GPU cap.")] = 32,
@@ -106,5 +112,5 @@ def gen(out_path: Annotated[Path, typer.Option("--out", help="Trace CSV to write
                    model_weights=tuple(w for _, w in mix), k_min=k_lo, k_max=k_hi,
                    reference_gpus=reference_gpus, max_gpus=max_gpus, seed=seed)
     summary = generate_trace(out_path, spec, convergence)
-    out.table(["key", "value"], [(k, _fmt(v)) for k, v in summary.items()], data=summary,
+    out.table(["key", "value"], [(k, fmt_value(k, v)) for k, v in summary.items()], data=summary,
               title="generated trace")

@@ -1,5 +1,6 @@
 """Glue shared by `ptctl sim` and the benchmarks: load a trace with the right throughput table
-and cluster physics, run policies, generate traces, write per-job CSVs and comparison plots."""
+and cluster physics, run policies, generate traces, write per-job CSVs and comparison rows
+(the figures are `plots.py`'s)."""
 
 from __future__ import annotations
 
@@ -63,12 +64,18 @@ def prepare(trace: str | Path, *, gpus: int | None = None, cluster_spec: str | P
 
 
 def run_trace(trace: str | Path, policies: list[str], **options) -> dict[str, SimResult]:
-    """Each policy over one trace (`options` as `prepare`'s); unknown names fail before the
-    trace is loaded."""
+    """Each policy over one trace (`options` as `prepare`'s)."""
+    return run_policies(trace, policies, **options)[0]
+
+
+def run_policies(trace: str | Path, policies: list[str],
+                 **options) -> tuple[dict[str, SimResult], SimConfig]:
+    """Each policy over one trace, and the config they ran under (plots name its cluster);
+    unknown names fail before the trace is loaded."""
     for name in policies:
         get_policy(name)
     jobs, config = prepare(trace, **options)
-    return {p: simulate(jobs, p, config) for p in policies}
+    return {p: simulate(jobs, p, config) for p in policies}, config
 
 
 def baseline_of(policies: list[str]) -> str:
@@ -110,43 +117,3 @@ def ratios_to(results: dict[str, SimResult], baseline: str) -> list[dict]:
 
 def _ratio(value: float, base: float) -> float | None:
     return None if base == 0 else value / base
-
-
-def plot_comparison(results: dict[str, SimResult], out_dir: str | Path) -> list[Path]:
-    """GPU use over time, and violations and GPU-hours per policy (PNG, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for name, result in results.items():
-        if result.timeline:
-            t0 = result.timeline[0][0]
-            xs = [(t - t0) / 3600 for t, _ in result.timeline]
-            ax.step(xs, [u for _, u in result.timeline], where="post", label=name, linewidth=0.8)
-    ax.set_xlabel("hours since first arrival")
-    ax.set_ylabel("GPUs allocated")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(out_dir / "gpu_use.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    names = list(results)
-    summaries = [results[n].summary() for n in names]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.bar(names, [s["slo_violation_rate"] for s in summaries])
-    left.set_ylabel("SLO violation rate")
-    right.bar(names, [s["gpu_hours"] for s in summaries])
-    right.set_ylabel("GPU-hours")
-    for ax in (left, right):
-        ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    paths.append(out_dir / "violations_cost.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths
