@@ -92,7 +92,8 @@ def _violations_cost(plt, results, ctx, colours):
     hours = [s["gpu_hours"] for s in summaries]
     bars = right.bar(names, hours, color=[colours[n] for n in names], width=0.6)
     base = results[ctx.baseline].summary()["gpu_hours"]
-    _label_bars(right, bars, [f"{h:,.0f}" + (f"\n{h / base:.2f}×" if base else "")
+    _label_bars(right, bars, [(f"{h:,.0f}" if h >= 100 else f"{h:.1f}")
+                              + (f"\n{h / base:.2f}×" if base else "")
                               for h in hours])
     right.yaxis.set_major_formatter(lambda v, _: f"{v:,.0f}")
     right.set_ylabel("GPU-hours")
@@ -151,21 +152,24 @@ def _gpu_use(plt, results, ctx, colours):
     names = list(results)
     fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.25 + 1.05 * len(names)),
                              sharex=True, sharey=True, squeeze=False)
+    from matplotlib.ticker import MaxNLocator
+
     t0 = min(o.arrival_s for r in results.values() for o in r.outcomes)
     jobs = len(results[names[0]].outcomes)
     for i, (ax, name) in enumerate(zip(axes[:, 0], names)):
         timeline = results[name].timeline
         xs = [(t - t0) / 3600 for t, _ in timeline]
         ax.step(xs, [u for _, u in timeline], where="post", color=colours[name],
-                linewidth=0.9, label=name)
+                linewidth=0.9, label=name, zorder=3)  # over the capacity line it meets
         ax.fill_between(xs, [u for _, u in timeline], step="post", color=colours[name],
                         alpha=0.25, linewidth=0)
         ax.axhline(ctx.gpus, color="black", linestyle="--", linewidth=0.8,
                    label=f"capacity ({ctx.gpus} GPUs)" if i == 0 else None)
         ax.set_ylim(0, ctx.gpus * 1.12)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        ax.set_ylabel("GPUs held")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
     axes[-1, 0].set_xlabel("hours since the first arrival")
-    fig.supylabel("GPUs held")
     fig.suptitle(f"GPUs held over time\n{ctx.subtitle(jobs)}")
     fig.tight_layout()
     return fig
