@@ -7,10 +7,13 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+from ptctl.errors import PtctlError
 
 
 def utcnow() -> str:
@@ -63,16 +66,37 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike, shared: bool = False) -> Iterator[None]:
-    """An advisory flock on `path` (created if missing); works across processes and NFS v4."""
+def file_lock(path: str | os.PathLike, shared: bool = False, create: bool = True
+              ) -> Iterator[bool]:
+    """An advisory flock on `path`; works across processes and NFS v4. Yields whether it holds
+    the lock: with `create` False a missing lock file is not created and no lock is taken
+    (readers never write, so they can read folders they cannot write). A lock path that is not
+    a regular file, or cannot be opened, is one PtctlError naming it, never a traceback."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    flags = (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY) | os.O_NOFOLLOW
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        if create:
+            raise PtctlError(f"{path}: cannot create the lock file (its folder vanished)"
+                             ) from None
+        fd = None
+    except OSError as exc:
+        raise PtctlError(f"{path}: cannot open as a lock file ({exc.strerror})") from None
+    if fd is None:
+        yield False
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PtctlError(f"{path}: not a regular file, cannot be a lock file")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        except OSError as exc:
+            raise PtctlError(f"{path}: cannot lock ({exc.strerror})") from None
+        yield True
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 

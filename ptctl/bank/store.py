@@ -17,32 +17,23 @@ carries a checksum of its own body, so a hand-edited or truncated manifest is re
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
-from ptctl.errors import BadInputError, CorruptFileError, NotFoundError, bounded
+from ptctl.bank import manifest as manifest_mod
+from ptctl.bank.manifest import (FEATURE_KINDS, LOCK, MANIFEST, bank_path, leftovers,
+                                 sha256_bytes, validate_id)
+from ptctl.errors import BadInputError, CorruptFileError, NotFoundError, PtctlError, bounded
 from ptctl.fsutil import atomic_write_bytes, file_lock, utcnow
 
-FORMAT = 1
-MANIFEST = "manifest.json"
 PROMPT_KEY = "prompt"
-FEATURE_KINDS = ("behaviour", "task")
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
-
-
-def validate_id(entry_id: str) -> str:
-    """Entry ids become file names: lower-case letters, digits, '.', '_', '-'; no path parts."""
-    if not isinstance(entry_id, str) or not _ID_RE.match(entry_id) or ".." in entry_id:
-        raise BadInputError(f"entry id {entry_id!r}: expected 1-80 lower-case letters, digits, "
-                            "'.', '_' or '-', starting with a letter or digit (no '..' or '/')")
-    return entry_id
+T = TypeVar("T")
 
 
 def slug_id(text: str) -> str:
@@ -50,10 +41,6 @@ def slug_id(text: str) -> str:
     slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
     slug = re.sub(r"\.{2,}", ".", slug)[:80]
     return validate_id(slug or "prompt")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -216,26 +203,25 @@ class Snapshot:
 
 
 def _read_checked(root: Path, rel: str, sha: str) -> bytes:
-    path = root / rel
+    path = bank_path(root, rel, f"{root / MANIFEST}: files")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CorruptFileError(f"{path}: missing (named by {root / MANIFEST})") from None
+    except OSError as exc:
+        raise CorruptFileError(f"{path}: cannot read ({exc.strerror})") from None
     if sha256_bytes(data) != sha:
         raise CorruptFileError(f"{path}: checksum mismatch (the file changed after it was "
                                f"written; expected sha256 {sha[:12]}..)")
     return data
 
 
-def _write_shared(path: Path, data: bytes) -> None:
-    """Atomic write, then world-readable: a bank on a shared filesystem serves every user."""
+def _write_shared(root: Path, rel: str, data: bytes) -> None:
+    """Atomic write inside the bank, then world-readable: a bank on a shared filesystem serves
+    every user."""
+    path = bank_path(root, rel, f"{root / rel}: writing")
     atomic_write_bytes(path, data)
     os.chmod(path, 0o644)
-
-
-def _manifest_digest(manifest: dict[str, Any]) -> str:
-    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
-    return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
 class Bank:
@@ -256,7 +242,7 @@ class Bank:
 
     @property
     def lock_path(self) -> Path:
-        return self.root / ".lock"
+        return self.root / LOCK
 
     def exists(self) -> bool:
         return self.manifest_path.is_file()
@@ -264,38 +250,64 @@ class Bank:
     # --- reading ------------------------------------------------------------------------------
 
     def read_manifest(self) -> dict[str, Any]:
+        """The manifest, its checksum, structure, types and paths checked (manifest.py)."""
         path = self.manifest_path
         if not path.is_file():
             raise NotFoundError(f"{self.root}: no Prompt Bank here (no {MANIFEST}); build one "
                                 "with `ptctl bank build`")
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            data = bank_path(self.root, MANIFEST, str(path)).read_text(encoding="utf-8")
+            manifest = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CorruptFileError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise CorruptFileError(f"{path}: not a version-{FORMAT} Prompt Bank manifest")
-        if manifest.get("manifest_sha256") != _manifest_digest(manifest):
-            raise CorruptFileError(f"{path}: manifest checksum mismatch (edited or truncated)")
+            raise CorruptFileError(f"{path}: not valid JSON ({bounded(exc)})") from None
+        except OSError as exc:
+            raise CorruptFileError(f"{path}: cannot read ({exc.strerror})") from None
+        manifest_mod.check(manifest, path)
+        for rel in manifest["files"]:
+            bank_path(self.root, rel, f"{path}: files")
         return manifest
+
+    def reading(self, read: Callable[[], T]) -> T:
+        """`read()` under the shared lock. Readers create nothing: with no lock file (no bank
+        yet, or one no writer has touched in place, like the seed bank shipped read-only) they
+        read without a lock. Writers create the lock file before changing anything, so when it
+        is still absent after the read, that read saw one version; else it is read again under
+        the lock."""
+        with file_lock(self.lock_path, shared=True, create=False) as locked:
+            if locked:
+                return read()
+            try:
+                result = read()
+            except PtctlError:
+                if not os.path.lexists(self.lock_path):
+                    raise
+            else:
+                if not os.path.lexists(self.lock_path):
+                    return result
+        with file_lock(self.lock_path, shared=True, create=False):
+            return read()
 
     def snapshot(self, features: bool = True) -> Snapshot:
         """The current version, whole: manifest, entries, feature matrices, clusters."""
-        with file_lock(self.lock_path, shared=True):
-            return self._snapshot(features)
+        return self.reading(lambda: self._snapshot(features))
 
     def _snapshot(self, features: bool = True) -> Snapshot:
         manifest = self.read_manifest()
         try:
-            entries = [Entry(**e) for e in manifest["entries"]]
-            clusters = Clusters(**manifest["clusters"]) if manifest.get("clusters") else None
-        except (TypeError, ValueError, KeyError) as exc:
-            raise CorruptFileError(f"{self.manifest_path}: bad entry ({exc})") from None
+            entries = []
+            for i, e in enumerate(manifest["entries"]):
+                where = f"entries[{i}]"
+                entries.append(Entry(**e))
+            where = "clusters"
+            clusters = Clusters(**manifest["clusters"]) if manifest["clusters"] else None
+        except (TypeError, ValueError, PtctlError) as exc:
+            raise CorruptFileError(f"{self.manifest_path}: {where}: {str(exc)[:200]}") from None
         ids = [e.id for e in entries]
         if len(set(ids)) != len(ids):
-            raise CorruptFileError(f"{self.manifest_path}: duplicate entry ids")
+            raise CorruptFileError(f"{self.manifest_path}: entries: duplicate entry ids")
         mats: dict[str, np.ndarray] = {}
         if features:
-            for kind, rel in manifest.get("indexes", {}).items():
+            for kind, rel in manifest["indexes"].items():
                 mat = _index_matrix(_read_checked(self.root, rel, manifest["files"][rel]),
                                     str(self.root / rel))
                 if mat.shape[0] != len(entries):
@@ -304,22 +316,36 @@ class Bank:
                 mats[kind] = mat
         return Snapshot(self.root, manifest, entries, mats, clusters)
 
+    def leftovers(self, manifest: dict[str, Any]) -> list[Path]:
+        """Files an interrupted writer left: all the bank folder holds beyond `manifest`."""
+        return leftovers(self.root, manifest["files"])
+
     # --- writing ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def writing(self) -> Iterator["Writer"]:
-        """Exclusive access; the writer's `publish` commits a new version."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Exclusive access; the writer's `publish` commits a new version. What an interrupted
+        writer left is deleted first, once the current manifest has passed its checks (with no
+        manifest yet, nothing is: the folder may not be ptctl's)."""
         with file_lock(self.lock_path):
-            yield Writer(self, self._snapshot() if self.exists() else None)
+            current = self._snapshot() if self.exists() else None
+            removed = self.leftovers(current.manifest) if current else []
+            for path in removed:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise PtctlError(f"{path}: cannot delete this leftover ({exc.strerror})"
+                                     ) from None
+            yield Writer(self, current, removed)
 
 
 class Writer:
     """Changes to one bank version, made under the exclusive lock."""
 
-    def __init__(self, bank: Bank, current: Snapshot | None):
+    def __init__(self, bank: Bank, current: Snapshot | None, removed: list[Path]):
         self.bank = bank
         self.current = current
+        self.removed = removed  # leftovers of interrupted writers, deleted on the way in
 
     def publish(self, model: dict[str, Any], entries: list[Entry], tensors: dict[str, bytes],
                 features: dict[str, np.ndarray], clusters: Clusters | None,
@@ -337,7 +363,7 @@ class Writer:
             if e.id in tensors:
                 if sha256_bytes(tensors[e.id]) != e.sha256:
                     raise ValueError(f"entry {e.id}: sha256 does not match its tensor bytes")
-                _write_shared(root / e.file, tensors[e.id])
+                _write_shared(root, e.file, tensors[e.id])
             elif old_files.get(e.file) != e.sha256:
                 raise ValueError(f"entry {e.id}: no tensor given and no stored file")
             files[e.file] = e.sha256
@@ -348,20 +374,20 @@ class Writer:
                                  "entries")
             rel = f"index/v{version}.{kind}.faiss"
             data = _index_bytes(mat, "ip" if kind == "task" else "l2")
-            _write_shared(root / rel, data)
+            _write_shared(root, rel, data)
             files[rel] = sha256_bytes(data)
             indexes[kind] = rel
         manifest = {
-            "format": FORMAT, "version": version, "model": model, "updated": utcnow(),
-            "entries": [e.to_dict() for e in entries], "files": files, "indexes": indexes,
-            "clusters": asdict(clusters) if clusters else None,
+            "format": manifest_mod.FORMAT, "version": version, "model": model,
+            "updated": utcnow(), "entries": [e.to_dict() for e in entries], "files": files,
+            "indexes": indexes, "clusters": asdict(clusters) if clusters else None,
         }
         manifest.update(extra or {})
-        manifest["manifest_sha256"] = _manifest_digest(manifest)
-        _write_shared(self.bank.manifest_path, (json.dumps(manifest, indent=2, sort_keys=True)
-                                                + "\n").encode("utf-8"))
+        manifest["manifest_sha256"] = manifest_mod.digest(manifest)
+        _write_shared(root, MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True)
+                                       + "\n").encode("utf-8"))
         for rel in set(old_files) - set(files):
-            (root / rel).unlink(missing_ok=True)
+            bank_path(root, rel, f"{self.bank.manifest_path}: files").unlink(missing_ok=True)
         self.current = self.bank._snapshot()
         return self.current
 
@@ -370,31 +396,39 @@ class Writer:
 
 def verify(bank: Bank) -> list[str]:
     """Every problem found in a bank, each naming its file; empty when the bank is whole."""
+    return bank.reading(lambda: _problems(bank))
+
+
+def _problems(bank: Bank) -> list[str]:
+    try:
+        snap = bank._snapshot()
+    except (CorruptFileError, NotFoundError) as exc:
+        return [str(exc)]
     problems: list[str] = []
-    with file_lock(bank.lock_path, shared=True):
+    model = snap.manifest["model"]
+    for e in snap.entries:
         try:
-            snap = bank._snapshot()
-        except (CorruptFileError, NotFoundError) as exc:
-            return [str(exc)]
-        for e in snap.entries:
-            try:
-                snap.prompt(e)
-            except CorruptFileError as exc:
-                problems.append(str(exc))
-            if e.model != snap.manifest["model"]["name"] or e.hidden_size != snap.manifest[
-                    "model"]["hidden_size"]:
-                problems.append(f"{bank.root / e.file}: entry {e.id} is for model {e.model} "
-                                f"(hidden {e.hidden_size}), not this bank's")
-        if snap.clusters:
-            ids = {e.id for e in snap.entries}
-            listed = [m for group in snap.clusters.members for m in group]
-            if sorted(listed) != sorted(ids):
-                problems.append(f"{bank.manifest_path}: clusters do not cover the entries "
-                                "exactly once")
-        named = set(snap.manifest["files"]) | {MANIFEST, ".lock"}
-        for path in sorted(bank.root.rglob("*")):
-            rel = path.relative_to(bank.root).as_posix()
-            if path.is_file() and rel not in named and not path.name.endswith(".tmp"):
-                problems.append(f"{path}: not named by the manifest (left over by an "
-                                "interrupted write: safe to delete)")
+            snap.prompt(e)
+        except CorruptFileError as exc:
+            problems.append(str(exc))
+        if e.model != model["name"] or e.hidden_size != model["hidden_size"]:
+            problems.append(f"{bank.root / e.file}: entry {e.id} is for model {e.model} "
+                            f"(hidden {e.hidden_size}), not this bank's")
+    if snap.clusters:
+        listed = [m for group in snap.clusters.members for m in group]
+        if sorted(listed) != sorted(e.id for e in snap.entries):
+            problems.append(f"{bank.manifest_path}: clusters do not cover the entries "
+                            "exactly once")
+    for path in bank.leftovers(snap.manifest):
+        problems.append(f"{path}: not named by the manifest (left over by an interrupted "
+                        "write; `ptctl bank verify --repair` deletes it)")
     return problems
+
+
+def repair(bank: Bank) -> list[str]:
+    """Delete what interrupted writers left, as the next writer would; the paths deleted.
+    A bank whose manifest fails its checks is left untouched (a CorruptFileError)."""
+    if not bank.exists():
+        bank.read_manifest()  # the NotFoundError, before the writer creates anything
+    with bank.writing() as writer:
+        return [str(p) for p in writer.removed]

@@ -284,20 +284,27 @@ def rm(
 
 @app.command()
 def verify(
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="First delete what interrupted writes left: prompts and indexes "
+                         "the manifest does not name, temp files.")] = False,
     model: ModelOpt = None,
     bank_dir: BankDirOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Check every file of a bank against its manifest (exit 1 when anything is wrong)."""
+    from ptctl.bank.store import repair as repair_bank
     from ptctl.bank.store import verify as verify_bank
 
     out = Output(json_mode=json, quiet=quiet)
     cfg = common.config(bank_dir=bank_dir)
     bank = _bank(cfg.bank_dir, model)
+    removed = repair_bank(bank) if repair else []
+    for path in removed:
+        out.info(f"ptctl: deleted leftover {path}")
     problems = verify_bank(bank)
-    out.emit({"bank": str(bank.root), "ok": not problems, "problems": problems},
-             human=f"{bank.root}: ok" if not problems else None)
+    out.emit({"bank": str(bank.root), "ok": not problems, "problems": problems,
+              "removed": removed}, human=f"{bank.root}: ok" if not problems else None)
     if problems:
         for p in problems[1:]:
             out.warn(p)
