@@ -301,7 +301,7 @@ class Bank:
             where = "clusters"
             clusters = Clusters(**manifest["clusters"]) if manifest["clusters"] else None
         except (TypeError, ValueError, PtctlError) as exc:
-            raise CorruptFileError(f"{self.manifest_path}: {where}: {str(exc)[:200]}") from None
+            raise CorruptFileError(f"{self.manifest_path}: {where}: {bounded(exc)}") from None
         ids = [e.id for e in entries]
         if len(set(ids)) != len(ids):
             raise CorruptFileError(f"{self.manifest_path}: entries: duplicate entry ids")
