@@ -69,7 +69,7 @@ def reconcile(registry: Registry, job: LiveJob, profile: Profile, tick: Tick) ->
         return
     if job.attempt_alive:
         if job.polled.state == "RUNNING" and state.phase == Phase.PENDING:
-            job.state = registry.update(job.job_id, lambda st: move(st, Phase.RUNNING))
+            job.state = registry.update(job.job_id, _mark_running)
         return
     if attempt.state == "COMPLETED" or state.phase == Phase.FINISHED:
         return
@@ -106,7 +106,14 @@ def reconcile(registry: Registry, job: LiveJob, profile: Profile, tick: Tick) ->
         tick.act(job.job_id, "requeue" if ended_ok else "retry", failures=job.state.failures)
 
 
+def _mark_running(state: JobState) -> None:
+    if state.phase == Phase.PENDING:  # re-checked under the lock: the attempt may have said so
+        move(state, Phase.RUNNING)
+
+
 def _fail(state: JobState, tail: str) -> None:
+    if state.is_terminal:  # re-checked under the lock: cancelled meanwhile
+        return
     move(state, Phase.FAILED)
     state.errors.append(f"failed {state.failures} times; last log lines:\n{tail}")
 
@@ -116,17 +123,23 @@ def request_resize(registry: Registry, job: LiveJob, gpus: int, profile: Profile
     """Record the resize, then ask the running attempt to checkpoint and stop."""
     attempt = job.state.current_attempt
     job.state = registry.update(job.job_id, lambda st: _set_resize(st, gpus))
+    if job.state.pending_resize is None:
+        return  # it ended since the round read it
     backend_for(profile).signal(attempt.slurm_job_id, signal.SIGUSR2)
     tick.act(job.job_id, "resize", gpus_from=attempt.gpus, gpus_to=gpus)
 
 
 def _set_resize(state: JobState, gpus: int) -> None:
+    if state.is_terminal:  # re-checked under the lock: finished or cancelled meanwhile
+        return
     state.pending_resize = {"gpus": gpus, "from_slurm_job_id": state.current_attempt.slurm_job_id,
                             "requested_at": utcnow()}
     move(state, Phase.RESIZING)
 
 
 def _requeue_stopped(state: JobState) -> None:
+    if state.is_terminal:  # re-checked under the lock: finished as it stopped
+        return
     state.pending_resize, state.gpus = None, 0
     move(state, Phase.QUEUED)
 
@@ -223,6 +236,8 @@ def carry_out(registry: Registry, jobs: dict[str, LiveJob], decisions: list[Deci
 
 
 def _decline(state: JobState, reason: str) -> None:
+    if state.is_terminal:  # re-checked under the lock: cancelled meanwhile
+        return
     move(state, Phase.CANCELLED)
     state.errors.append(f"declined by the scheduling policy: {reason}")
 

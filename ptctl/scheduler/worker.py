@@ -152,7 +152,8 @@ def _mark_finished(state: JobState, slurm_id: str, outcome) -> None:
     attempt = _attempt(state, slurm_id)
     if attempt is not None:
         attempt.ended_at, attempt.state, attempt.reason = utcnow(), "COMPLETED", outcome.reason
-    move(state, Phase.FINISHED)
+    if not state.is_terminal:  # a job cancelled as it finished stays cancelled
+        move(state, Phase.FINISHED)
     state.pending_resize = None
     state.progress.update({"step": outcome.step, "samples": outcome.samples,
                            "metrics": outcome.metrics, "finish_reason": outcome.reason})
