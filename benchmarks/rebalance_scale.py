@@ -22,8 +22,11 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from ptctl.config import load_config, load_profile
-from ptctl.jobs.registry import Registry, SlurmAttempt, utcnow
-from ptctl.slurm import cluster, orchestrate
+from ptctl.jobs.lifecycle import Phase, move
+from ptctl.fsutil import utcnow
+from ptctl.jobs.registry import Registry, SlurmAttempt
+from ptctl.backends import slurm as cluster
+from ptctl.scheduler.round import rebalance_once
 
 
 def spec_for(i: int, now: datetime) -> dict:
@@ -57,7 +60,8 @@ def main() -> None:
                 gpus = 1 + i % 2
 
                 def running(st, i=i, gpus=gpus):
-                    st.phase, st.gpus = "running", gpus
+                    move(st, Phase.RUNNING)
+                    st.gpus = gpus
                     st.attempts.append(SlurmAttempt(f"{array}_{i}", gpus, utcnow(),
                                                     state="RUNNING"))
                     st.estimates["steps_per_s"] = {str(gpus): 2.0 * gpus}
@@ -79,7 +83,7 @@ def main() -> None:
             for _ in range(3):
                 calls.clear()
                 t0 = time.perf_counter()
-                tick = orchestrate.rebalance_once(registry, profile, "prompttuner", dry_run=True)
+                tick = rebalance_once(registry, profile, "prompttuner", dry_run=True)
                 rounds.append(time.perf_counter() - t0)
             squeue_calls = calls.count("squeue")
             cluster._run = real_run

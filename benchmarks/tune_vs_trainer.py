@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
+from ptctl.jobs.paths import JobPaths
+from ptctl.jobs.progress import read_progress
 from ptctl.jobs.spec import Target, load_spec
 from ptctl.tuning.data import load_task
 from ptctl.tuning.models import load_base_model, resolve_model
-from ptctl.tuning.rundir import RunDir
 from ptctl.tuning.train import DataOrder, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ def ptctl_mean_step(spec, steps: int) -> float:
     assert steps <= 20
     with tempfile.TemporaryDirectory() as root:
         train(spec, Path(root), stop_after=steps)
-        return 1.0 / RunDir(Path(root)).read_progress()["steps_per_s"]
+        return 1.0 / read_progress(JobPaths(Path(root)).progress).steps_per_s
 
 
 def trainer_steps(spec, steps: int, ptctl_batches: bool) -> list[float]:

@@ -170,10 +170,6 @@ class Profile:
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name_}: got {value!r}, expected seconds >= 0")
 
-    @property
-    def resize_overhead_s(self) -> float:
-        return self.checkpoint_s + self.queue_wait_s + self.start_s + self.model_load_s
-
     def with_overrides(self, overrides: dict[str, Any]) -> "Profile":
         """The profile with a job spec's `slurm:` overrides applied."""
         return dataclasses.replace(self, **overrides)

@@ -183,3 +183,44 @@ def rebalance_until(job_id: str, phases: set[str], timeout: float = 240) -> dict
             return status
         assert time.monotonic() < deadline, f"{job_id} still {status['phase']}: {status}"
         time.sleep(2)
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+def wait_for_status(backend, attempt_id: str, done, timeout: float = 60):
+    """Poll until `done(status)` holds for the attempt's status (None when not reported)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = backend.poll([attempt_id]).get(attempt_id)
+        if done(status):
+            return status
+        assert time.monotonic() < deadline, f"attempt {attempt_id}: still {status}"
+        time.sleep(0.5)
+
+
+def check_backend_runs_and_cancels(backend, tmp_path: Path) -> None:
+    """What the scheduler relies on, whatever the backend: a submitted attempt is reported
+    alive, found by its name where names are searchable, polled with others in one call,
+    survives a signal it does not handle, and is reported ended once cancelled (the task waits
+    for a signal with a handler: cancel's SIGTERM, as training does); a short attempt is
+    reported ended by itself."""
+    import functools
+    import signal
+
+    name = f"ptctl-backend-test-{os.getpid()}"
+    short = backend.submit(functools.partial(time.sleep, 0), folder=tmp_path / "logs" / "%j",
+                           gpus=1, name=f"{name}-short")
+    long = backend.submit(signal.pause, folder=tmp_path / "logs" / "%j", gpus=1, name=name)
+    try:
+        alive = backend.poll([long, short])[long]
+        assert not alive.finished
+        assert backend.find_by_name(name) in (None, long)
+        assert backend.find_by_name(f"{name}-never-submitted") is None
+        wait_for_status(backend, short, lambda s: s is None or s.finished)
+        wait_for_status(backend, long, lambda s: s is not None and s.state == "RUNNING")
+        backend.signal(long, signal.SIGCONT)
+        assert not backend.poll([long])[long].finished
+    finally:
+        backend.cancel(long)
+    wait_for_status(backend, long, lambda s: s is None or s.finished)
+    assert backend.find_by_name(name) is None

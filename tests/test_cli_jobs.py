@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from helpers import BAD_VALUES, GOOD, run_cli, tiny_spec, with_value
+from ptctl.fsutil import file_lock
 
 LOCAL = {"PTCTL_PROFILE": "local"}
 
@@ -147,3 +152,17 @@ def test_job_crashing_every_time_fails_after_max_attempts(tmp_path: Path):
     assert "broken.jsonl" in status["errors"][-1]  # the log tail names the bad file
     human = run_cli("status", job_id, env=LOCAL)
     assert "log tail" in human.stdout and "failed 3 times" in human.stdout
+
+
+def test_submit_waits_for_a_round_in_progress(tmp_path: Path):
+    """submit plans against the live jobs under the rounds' lock: never beside a rebalance."""
+    spec = tiny_spec(tmp_path)
+    with file_lock(tmp_path / "ptctl-home" / "rebalance.lock"):
+        proc = subprocess.Popen([sys.executable, "-m", "ptctl", "submit", str(spec), "--dry-run",
+                                 "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, **LOCAL})
+        time.sleep(8)
+        assert proc.poll() is None, proc.communicate()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["plan"]["feasible"]

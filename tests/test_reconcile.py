@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from ptctl.config import Profile
+from ptctl.backends.base import AttemptStatus
+from ptctl.jobs.lifecycle import move
 from ptctl.jobs.registry import Registry, SlurmAttempt
-from ptctl.slurm import orchestrate
-from ptctl.slurm.cluster import SlurmJobState
+from ptctl.scheduler.round import Tick, reconcile
+from ptctl.scheduler.views import load_job
 
 
 @pytest.mark.parametrize("own_end,phase,action", [
@@ -26,18 +28,19 @@ def test_an_attempt_ending_during_the_round_is_not_a_failure(tmp_path: Path, own
     registry = Registry(tmp_path)
     attempt = SlurmAttempt("41", 1, "2026-11-21T18:00:00.000+00:00",
                            started_at="2026-11-21T18:00:05.000+00:00", state="RUNNING")
-    job_id = registry.create("race", {"name": "race"}, deadline="2030-01-01T00:00:00+00:00",
+    job_id = registry.create("race", {"name": "race", "deadline": "2030-01-01T00:00:00+00:00"},
                              phase="running", gpus=1, attempts=[attempt]).job_id
-    snapshot = orchestrate.load_job(registry, job_id)  # the round loads the job...
+    snapshot = load_job(registry, job_id)  # the round loads the job...
 
     def own_end_record(st):  # ... the attempt records its end ...
         st.current_attempt.state = own_end
         st.current_attempt.ended_at = "2026-11-21T18:05:00.000+00:00"
-        st.phase = phase
+        if phase != st.phase:
+            move(st, phase)
     registry.update(job_id, own_end_record)
-    snapshot.slurm = SlurmJobState(job_id="41", state="COMPLETED")  # ... and Slurm says ended
-    tick = orchestrate.Tick(now=0.0)
-    orchestrate.reconcile(registry, snapshot, Profile(name="test"), tick)
+    snapshot.polled = AttemptStatus(job_id="41", state="COMPLETED")  # ... and Slurm says ended
+    tick = Tick(now=0.0)
+    reconcile(registry, snapshot, Profile(name="test"), tick)
 
     after = registry.load(job_id)
     assert after.failures == 0

@@ -20,7 +20,7 @@ def _register(home: str, index: int, start: float, queue) -> None:
     while time.time() < start:  # all 30 begin together
         time.sleep(0.001)
     reg = Registry(home)
-    state = reg.create("Job Name", {"name": "job", "index": index}, deadline="2030-01-01")
+    state = reg.create("Job Name", {"name": "job", "index": index, "deadline": "2030-01-01"})
     for _ in range(UPDATES_PER_REGISTRANT):
         reg.update(state.job_id, lambda s: s.progress.__setitem__(
             "own", s.progress.get("own", 0) + 1))

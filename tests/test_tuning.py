@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from ptctl.errors import BadInputError, CorruptFileError
+from ptctl.jobs.paths import JobPaths
+from ptctl.jobs.progress import read_progress
 from ptctl.jobs.spec import PromptSpec, TaskSpec, load_spec
 from ptctl.tuning import checkpoint as ck
 from ptctl.tuning.data import (Batch, example_losses, label_scores, load_task,
@@ -22,7 +24,6 @@ from ptctl.tuning.data import (Batch, example_losses, label_scores, load_task,
 from ptctl.tuning.launch import launch
 from ptctl.tuning.models import load_base_model, model_identity, resolve_model
 from ptctl.tuning.prompt import build_prompt_model, prompt_parameter, read_adapter
-from ptctl.tuning.rundir import RunDir
 from ptctl.tuning.train import DataOrder
 
 from helpers import REPO, run_cli
@@ -226,7 +227,7 @@ def test_loss_falls_and_result_is_a_peft_adapter(tmp_path, objective, fall):
                                 objective=objective))
     outcome = launch(spec, tmp_path / "job", 1)
     assert (outcome.status, outcome.reason, outcome.step) == ("finished", "max_steps", 30)
-    losses = [loss for _, loss in RunDir(tmp_path / "job").read_progress()["loss_curve"]]
+    losses = [loss for _, loss in read_progress(JobPaths(tmp_path / "job").progress).loss_curve]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - fall
     prompt, meta = read_adapter(outcome.result)
     assert prompt.shape == (4, 64) and meta["steps"] == 30 and meta["samples"] == 240
@@ -251,12 +252,12 @@ def test_label_words_objective_trains_on_the_rank_classification_loss(tmp_path):
     start = prompt_parameter(prompt0).detach().unsqueeze(0)
     rank_ce = prompt_label_losses(model, tokenizer, start, first, task.label_token_ids)
     vocab_ce = example_losses(model, start, Batch.of(first, tokenizer.pad_token_id)).mean()
-    progress = RunDir(tmp_path / "job").read_progress()
-    losses = [loss for _, loss in progress["loss_curve"]]
+    progress = read_progress(JobPaths(tmp_path / "job").progress)
+    losses = [loss for _, loss in progress.loss_curve]
     assert losses[0] == pytest.approx(rank_ce.item(), abs=1e-4)
     # The evaluation loss (what a `loss <=` target reads) is the same objective's.
     eval_ce = prompt_label_losses(model, tokenizer, start, task.eval, task.label_token_ids)
-    assert progress["eval_curve"][0][2] == pytest.approx(eval_ce.item(), abs=1e-4)
+    assert progress.eval_curve[0][2] == pytest.approx(eval_ce.item(), abs=1e-4)
     assert abs(losses[0] - vocab_ce.item()) > 0.5
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
     with pytest.raises(BadInputError, match="training.objective: got .labels."):
@@ -353,7 +354,7 @@ def test_sigusr2_saves_and_exits_cleanly(tmp_path):
                              "--dir", str(tmp_path / "job"), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             env=ONE_THREAD)
-    progress = RunDir(tmp_path / "job")
+    progress = JobPaths(tmp_path / "job")
     deadline = time.time() + 120
     while not progress.progress.exists():
         assert proc.poll() is None, proc.communicate()
@@ -367,11 +368,11 @@ def test_sigusr2_saves_and_exits_cleanly(tmp_path):
     assert time.time() - sent < 10
     result = json.loads(out)
     assert (result["status"], result["reason"]) == ("stopped", "signal")
-    record = progress.read_progress()
-    assert record["status"] == "stopped" and record["world_size"] == 2
+    record = read_progress(progress.progress)
+    assert record.status == "stopped" and record.world_size == 2
     latest = ck.latest_checkpoint(progress.checkpoints)
-    assert latest.name == f"step_{record['step']}" == f"step_{result['step']}"
-    assert ck.load_checkpoint(latest)["step"] == record["step"]
+    assert latest.name == f"step_{record.step}" == f"step_{result['step']}"
+    assert ck.load_checkpoint(latest)["step"] == record.step
 
 
 def test_run_with_a_bad_spec_exits_2(tmp_path):

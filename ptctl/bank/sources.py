@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -139,38 +136,3 @@ def tune_locally(source: Source) -> Path:
                             f"{outcome.step}; run the build again to resume it")
     return source.run_dir
 
-
-def submit_all(sources: list[Source], registry, profile: str | None, poll_s: float = 10.0,
-               progress=None) -> None:
-    """Tune the sources as ptctl jobs (`ptctl submit`, then `ptctl rebalance` until they end):
-    locally or on Slurm, as the cluster profile says. Already submitted sources are not
-    submitted again; a source whose job failed is an error naming it."""
-    from ptctl.fsutil import atomic_write_json, atomic_write_text
-
-    base = [sys.executable, "-m", "ptctl"] + (["--profile", profile] if profile else [])
-    for source in sources:
-        if source.job_file.is_file():
-            continue
-        source.run_dir.mkdir(parents=True, exist_ok=True)
-        spec_file = source.run_dir / "source-spec.yaml"
-        atomic_write_text(spec_file, yaml.safe_dump(source.spec.to_dict(), sort_keys=False))
-        done = subprocess.run(base + ["submit", str(spec_file), "--best-effort", "--json"],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise BadInputError(f"source {source.name}: ptctl submit failed: "
-                                f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
-        atomic_write_json(source.job_file, {"job_id": json.loads(done.stdout)["job_id"]})
-    while True:
-        states = {s.name: registry.load(json.loads(s.job_file.read_text())["job_id"])
-                  for s in sources}
-        failed = [n for n, st in states.items() if st.is_terminal and st.phase != "finished"]
-        if failed:
-            raise BadInputError(f"source {failed[0]}: job {states[failed[0]].job_id} ended "
-                                f"{states[failed[0]].phase}")
-        finished = sum(st.phase == "finished" for st in states.values())
-        if progress:
-            progress("tuning", finished, len(sources))
-        if finished == len(sources):
-            return
-        subprocess.run(base + ["rebalance", "--json"], capture_output=True, text=True)
-        time.sleep(poll_s)

@@ -113,15 +113,17 @@ def build(
         raise BadInputError("bank build: give exactly one of --sources FILE or --from DIR...")
     with _progress(out) as progress:
         if sources is not None:
-            from ptctl.bank.sources import load_sources, submit_all, tune_locally
+            from ptctl.bank.sources import load_sources, tune_locally
             from ptctl.jobs.registry import Registry
+            from ptctl.scheduler.batch import submit_all
 
             _, items = load_sources(sources)
             registry = Registry(cfg.home)
             todo = [s for s in items if not s.done(registry)]
             out.info(f"ptctl: {len(items)} sources, {len(todo)} to tune")
             if submit:
-                submit_all(todo, registry, profile, progress=progress)
+                submit_all(todo, common.config(bank_dir=bank_dir, profile=profile),
+                           progress=progress)
             for i, source in enumerate([] if submit else todo):
                 out.info(f"ptctl: tuning {source.name} in {source.run_dir}")
                 tune_locally(source)

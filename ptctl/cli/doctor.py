@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
 from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
-from ptctl.config import Config, Profile, load_profile
+from ptctl.backends import backend_for
+from ptctl.backends.base import Backend, Check
+from ptctl.config import Config, load_profile
 from ptctl.errors import EXIT_ERROR, PtctlError
 
-SLURM_COMMANDS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel")
 # Filesystems that every node of a cluster sees alike.
 SHARED_FS_TYPES = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "panfs", "wekafs",
                    "glusterfs", "fuse.juicefs", "fuse.glusterfs", "fuse.sshfs", "9p", "virtiofs")
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # ok | warn | fail | skip
-    detail: str
 
 
 def filesystem_type(path: Path) -> str:
@@ -48,7 +40,7 @@ def filesystem_type(path: Path) -> str:
     return fstype
 
 
-def _check_state_folder(cfg: Config, profile: Profile) -> list[Check]:
+def _check_state_folder(cfg: Config, backend: Backend) -> list[Check]:
     home = Path(cfg.home)
     try:
         home.mkdir(parents=True, exist_ok=True)
@@ -59,46 +51,12 @@ def _check_state_folder(cfg: Config, profile: Profile) -> list[Check]:
         return [Check("state folder writable", "fail", f"{home}: {exc.strerror or exc}")]
     checks = [Check("state folder writable", "ok", str(home))]
     fstype = filesystem_type(home)
-    if profile.executor == "local" or fstype in SHARED_FS_TYPES:
+    if not backend.multi_node or fstype in SHARED_FS_TYPES:
         checks.append(Check("state folder shared", "ok", f"{home} on {fstype}"))
     else:
         checks.append(Check("state folder shared", "warn",
                             f"{home} is on {fstype}, not a shared filesystem: jobs on other "
                             "nodes will not see it (fine on a single-node cluster)"))
-    return checks
-
-
-def _check_slurm(profile: Profile) -> list[Check]:
-    if profile.executor == "local":
-        return [Check("slurm", "skip", f"profile {profile.name} runs jobs locally")]
-    missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
-    if missing:
-        return [Check("slurm commands", "fail", f"not on PATH: {', '.join(missing)}")]
-    checks = [Check("slurm commands", "ok", ", ".join(SLURM_COMMANDS))]
-    from ptctl.slurm import cluster
-
-    try:
-        cluster.ping()
-    except PtctlError as exc:
-        checks.append(Check("slurm controller", "fail", str(exc)))
-        return checks
-    checks.append(Check("slurm controller", "ok", "slurmctld answers"))
-    try:
-        info = cluster.partition_info(profile.partition or cluster.default_partition())
-    except PtctlError as exc:
-        checks.append(Check("partition", "fail", str(exc)))
-        return checks
-    part = info.name
-    if info.gpus_per_node < 1:
-        checks.append(Check("partition GPUs", "fail", f"partition {part}: no GPUs visible"))
-    elif info.gpus_per_node < profile.gpus_per_node:
-        checks.append(Check("partition GPUs", "warn",
-                            f"partition {part}: {info.gpus_per_node} GPUs per node, profile "
-                            f"{profile.name} expects {profile.gpus_per_node}"))
-    else:
-        checks.append(Check("partition GPUs", "ok",
-                            f"partition {part}: {info.nodes} node(s), {info.gpus_per_node} GPUs "
-                            "per node"))
     return checks
 
 
@@ -129,9 +87,10 @@ def run_checks(cfg: Config) -> list[Check]:
         profile = load_profile(cfg)
     except PtctlError as exc:
         return [Check("profile", "fail", str(exc))]
+    backend = backend_for(profile)
     checks = [Check("profile", "ok", f"{profile.name} ({profile.executor})")]
-    checks += _check_slurm(profile)
-    checks += _check_state_folder(cfg, profile)
+    checks += backend.checks()
+    checks += _check_state_folder(cfg, backend)
     checks += _check_model_and_bank(cfg)
     return checks
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,7 +9,6 @@ import typer
 from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
 from ptctl.config import load_profile
-from ptctl.fsutil import try_file_lock
 from ptctl.jobs.registry import Registry
 
 
@@ -27,19 +25,17 @@ def rebalance(
     Holds a lock so that overlapping cron runs never act twice; a second run right after
     changes nothing.
     """
-    from ptctl.slurm import orchestrate
+    from ptctl.scheduler.round import rebalance_once
 
     out = Output(json_mode=json, quiet=quiet)
     cfg = common.config()
     profile = load_profile(cfg)
-    registry = Registry(cfg.home)
-    with try_file_lock(Path(cfg.home) / "rebalance.lock") as locked:
-        if not locked:
-            out.emit({"skipped": "another rebalance holds the lock"},
-                     human="another rebalance is running; nothing done")
-            return
-        tick = orchestrate.rebalance_once(registry, profile, cfg.policy, dry_run=dry_run,
-                                          resize_wait_s=wait_s, bank_dir=cfg.bank_dir)
+    tick = rebalance_once(Registry(cfg.home), profile, cfg.policy, dry_run=dry_run,
+                          resize_wait_s=wait_s, bank_dir=cfg.bank_dir, wait_for_lock=False)
+    if tick is None:
+        out.emit({"skipped": "another rebalance holds the lock"},
+                 human="another rebalance is running; nothing done")
+        return
     rows = [(d.job_id, d.action, d.gpus, d.reason) for d in tick.decisions]
     out.table(["job", "decision", "gpus", "reason"], rows, data={
         "dry_run": dry_run, "policy": cfg.policy, "profile": profile.name,

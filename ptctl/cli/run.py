@@ -1,6 +1,6 @@
 """`ptctl run SPEC.yaml`: train a job in the foreground on this machine.
 
-The job folder (`--dir`, default ./runs/<name>) follows ptctl.tuning.rundir; running the same
+The job folder (`--dir`, default ./runs/<name>) follows ptctl.jobs.paths; running the same
 spec again resumes from its latest checkpoint, at any `--gpus`. SIGUSR2 / SIGTERM / Ctrl-C
 save a checkpoint and exit 0 with status "stopped".
 """
@@ -18,8 +18,8 @@ from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
 from ptctl.errors import BadInputError
 from ptctl.fsutil import atomic_write_text
+from ptctl.jobs.paths import JobPaths
 from ptctl.jobs.spec import load_spec, resolved_spec_dict
-from ptctl.tuning.rundir import RunDir
 
 # Fields that must match to resume a job folder (deadline, GPU bounds and Slurm may change).
 _RESUME_KEYS = ("model", "task", "prompt", "training", "target")
@@ -42,7 +42,7 @@ def run(
     world = gpus if gpus is not None else spec.gpus.min
     if world < 1:
         raise BadInputError(f"--gpus: got {world}, expected an integer >= 1")
-    run_dir = RunDir(job_dir if job_dir is not None else Path("runs") / spec.name)
+    run_dir = JobPaths(job_dir if job_dir is not None else Path("runs") / spec.name)
     normalised = resolved_spec_dict(spec, datetime.now(timezone.utc))
     if run_dir.spec.is_file():
         before = yaml.safe_load(run_dir.spec.read_text(encoding="utf-8")) or {}

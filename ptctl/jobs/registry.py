@@ -1,19 +1,12 @@
 """The job registry: one folder per job under the state folder (PTCTL_HOME).
 
-    <home>/jobs/<job_id>/spec.yaml      normalised spec (absolute deadline and paths)
-                          state.json     the state record (this module owns it)
-                          checkpoints/   step_N/ folders (the tuning engine owns them)
-                          progress.json  last progress (written by rank 0 of the running job)
-                          result/        the exported adapter
-                          logs/          submitit/Slurm logs
-                          init_prompt.safetensors  the Prompt Bank prompt chosen at submit
-    <home>/registry.lock                 guards job creation
-    <home>/jobs/<job_id>/.lock           guards updates of one job's state
+    <home>/jobs/<job_id>/   one job folder (see ptctl.jobs.paths for what it holds)
+    <home>/registry.lock    guards job creation
 
 A job folder is built under a temp name and published by rename, so a reader never sees a job
 without its spec and state. State updates are read-modify-write under the job's lock and land
 by atomic rename, so concurrent `ptctl submit`s and a cron `ptctl rebalance` never lose,
-duplicate or half-write a record.
+duplicate or half-write a record. The deadline lives in the spec only.
 """
 
 from __future__ import annotations
@@ -31,10 +24,9 @@ import yaml
 
 from ptctl.errors import CorruptFileError, NotFoundError
 from ptctl.fsutil import atomic_write_json, atomic_write_text, file_lock, fsync_dir, utcnow
-
-# Phases of a job's life. `resizing` = a stop was requested to relaunch at another GPU count.
-PHASES = ("queued", "pending", "running", "resizing", "finished", "failed", "cancelled")
-TERMINAL_PHASES = ("finished", "failed", "cancelled")
+from ptctl.jobs.lifecycle import TERMINAL, Phase
+from ptctl.jobs.paths import JobPaths
+from ptctl.jobs.progress import Progress, read_progress
 
 # libyaml's C loader where PyYAML has it: a rebalance round parses every live job's spec.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -61,10 +53,9 @@ class SlurmAttempt:
 class JobState:
     job_id: str
     name: str
-    phase: str = "queued"
+    phase: Phase = Phase.QUEUED
     created_at: str = field(default_factory=utcnow)
     updated_at: str = field(default_factory=utcnow)
-    deadline: str | None = None
     profile: str | None = None
     gpus: int = 0
     attempts: list[SlurmAttempt] = field(default_factory=list)
@@ -79,8 +70,9 @@ class JobState:
     version: int = 0
 
     def __post_init__(self) -> None:
-        if self.phase not in PHASES:
-            raise ValueError(f"phase: got {self.phase!r}, expected one of {', '.join(PHASES)}")
+        if self.phase not in Phase.__members__.values():
+            raise ValueError(f"phase: got {self.phase!r}, expected one of "
+                             f"{', '.join(Phase)}")
         self.attempts = [a if isinstance(a, SlurmAttempt) else SlurmAttempt(**a)
                          for a in self.attempts]
 
@@ -90,34 +82,18 @@ class JobState:
 
     @property
     def is_terminal(self) -> bool:
-        return self.phase in TERMINAL_PHASES
+        return self.phase in TERMINAL
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobState":
-        return cls(**data)
-
-
-class JobPaths:
-    """Every path of one job, in one place."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-
-    @property
-    def job_id(self) -> str:
-        return self.root.name
-
-    spec = property(lambda self: self.root / "spec.yaml")
-    state = property(lambda self: self.root / "state.json")
-    lock = property(lambda self: self.root / ".lock")
-    checkpoints = property(lambda self: self.root / "checkpoints")
-    progress = property(lambda self: self.root / "progress.json")
-    result = property(lambda self: self.root / "result")
-    logs = property(lambda self: self.root / "logs")
-    init_prompt = property(lambda self: self.root / "init_prompt.safetensors")
+        # Records written before the deadline lived only in the spec carry a copy of it.
+        fields = {k: v for k, v in data.items() if k != "deadline"}
+        if "phase" in fields and fields["phase"] in Phase.__members__.values():
+            fields["phase"] = Phase(fields["phase"])
+        return cls(**fields)
 
 
 class Registry:
@@ -202,12 +178,6 @@ class Registry:
             atomic_write_json(paths.state, state.to_dict())
         return state
 
-    def read_progress(self, job_id: str) -> dict[str, Any]:
-        """The running job's last progress record; {} before the first one."""
-        path = self._require(job_id).progress
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except ValueError as exc:
-            raise CorruptFileError(f"{path}: corrupt progress record ({exc})") from None
+    def read_progress(self, job_id: str) -> Progress | None:
+        """The job's last progress record; None before the first one."""
+        return read_progress(self._require(job_id).progress)

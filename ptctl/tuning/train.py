@@ -32,13 +32,14 @@ import torch
 import torch.distributed as dist
 
 from ptctl.errors import BadInputError
+from ptctl.jobs.paths import JobPaths
+from ptctl.jobs.progress import Progress, write_progress
 from ptctl.jobs.spec import JobSpec
 from ptctl.tuning.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ptctl.tuning.data import (Batch, example_losses, label_log_likelihoods, label_scores,
                                load_task, one_token_words)
 from ptctl.tuning.models import load_base_model, model_identity, resolve_model
 from ptctl.tuning.prompt import build_prompt_model, export_adapter, prompt_parameter, set_prompt
-from ptctl.tuning.rundir import RunDir
 
 PROGRESS_EVERY_S = 5.0     # progress.json at most this often (plus at every eval / save / end)
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
@@ -160,7 +161,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
     checkpoint under root/checkpoints wins otherwise. Returns on every rank.
     """
     session_started = time.time()  # with loop_started: the model-load share of a resize
-    run = RunDir(root)
+    run = JobPaths(root)
     t = spec.training
     stop_requested = _install_stop_handlers()
     if world_size > 1:
@@ -228,19 +229,15 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
             if rank != 0:
                 return
             steps_per_s = speed.rate()
-            run.write_progress({
-                "status": status, "reason": reason, "step": state.step,
-                "samples": state.samples, "max_steps": t.max_steps,
-                "global_batch_size": t.global_batch_size, "world_size": world_size,
-                "loss": state.losses[-1][1] if state.losses else None,
-                "metric": state.metrics(), "target": str(spec.target),
-                "steps_per_s": steps_per_s,
-                "samples_per_s": steps_per_s * t.global_batch_size if steps_per_s else None,
-                "time": datetime.now(timezone.utc).isoformat(), "updated": time.time(),
-                "resumed_from_step": resumed_from, "session_started": session_started,
-                "loop_started": loop_started,
-                "loss_curve": state.losses, "eval_curve": state.evals,
-            })
+            write_progress(run.progress, Progress(
+                status=status, reason=reason, step=state.step, samples=state.samples,
+                max_steps=t.max_steps, global_batch_size=t.global_batch_size,
+                world_size=world_size, loss=state.losses[-1][1] if state.losses else None,
+                metrics=state.metrics(), target=str(spec.target), steps_per_s=steps_per_s,
+                samples_per_s=steps_per_s * t.global_batch_size if steps_per_s else None,
+                time=datetime.now(timezone.utc).isoformat(), updated=time.time(),
+                resumed_from_step=resumed_from, session_started=session_started,
+                loop_started=loop_started, loss_curve=state.losses, eval_curve=state.evals))
             speed.reported = time.monotonic()
 
         if not state.evals and state.finished is None:

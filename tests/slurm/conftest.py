@@ -13,7 +13,7 @@ import pytest
 
 from helpers import slurm_unavailable
 from ptctl.errors import SlurmUnreachableError
-from ptctl.slurm import cluster
+from ptctl.backends import slurm as cluster
 
 
 def pytest_collection_modifyitems(items):

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from ptctl.errors import EXIT_SLURM_UNREACHABLE, SlurmUnreachableError
-from ptctl.slurm import cluster
+from ptctl.backends import slurm as cluster
+from ptctl.backends.base import AttemptStatus
 from helpers import slurmctld_down
 
 
@@ -27,7 +28,7 @@ def _sbatch(*args: str) -> str:
     return out.strip().split(";")[0]
 
 
-def _wait_state(job_id: str, states: set[str], timeout: float = 30) -> cluster.SlurmJobState:
+def _wait_state(job_id: str, states: set[str], timeout: float = 30) -> AttemptStatus:
     deadline = time.monotonic() + timeout
     while True:
         job = cluster.queue_state([job_id]).get(job_id)

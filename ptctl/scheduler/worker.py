@@ -10,12 +10,13 @@ at the new size) or requeues it at the same size with `scontrol requeue`.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import zlib
 
 from ptctl.errors import CorruptFileError, bounded
-from ptctl.jobs.registry import JobState, Registry, utcnow
+from ptctl.jobs.lifecycle import Phase, move
+from ptctl.fsutil import utcnow
+from ptctl.jobs.registry import JobState, Registry
 from ptctl.jobs.spec import spec_from_dict
 
 # How often (seconds) rank 0 re-reads the registry to see whether a resize is pending.
@@ -95,12 +96,13 @@ class TuningTask:
             # Slurm's warning before the time limit (or a preemption notice): the same attempt
             # goes back to the queue at the same size and resumes from this checkpoint. A SIGTERM
             # (scancel, node shutdown) only checkpoints: rebalance decides what comes next.
+            from ptctl.backends.slurm import requeue
+
             registry.update(self.job_id, lambda st: _mark_requeued(st, slurm_id, outcome.reason))
-            subprocess.run(["scontrol", "requeue", slurm_id], check=False, timeout=30)
+            requeue(slurm_id)
         else:
             registry.update(self.job_id, lambda st: _mark_stopped(st, slurm_id, outcome.reason))
         return summary
-
 
     def checkpoint(self, *args, **kwargs):
         """submitit calls this on SIGUSR2 outside the training loop (interpreter start, model
@@ -143,15 +145,16 @@ def _mark_running(state: JobState, slurm_id: str) -> None:
     if attempt is not None:
         attempt.started_at = attempt.started_at or utcnow()
         attempt.state = "RUNNING"
-    if state.phase in ("queued", "pending"):
-        state.phase = "running"
+    if state.phase in (Phase.QUEUED, Phase.PENDING):
+        move(state, Phase.RUNNING)
 
 
 def _mark_finished(state: JobState, slurm_id: str, outcome) -> None:
     attempt = _attempt(state, slurm_id)
     if attempt is not None:
         attempt.ended_at, attempt.state, attempt.reason = utcnow(), "COMPLETED", outcome.reason
-    state.phase = "finished"
+    if not state.is_terminal:  # a job cancelled as it finished stays cancelled
+        move(state, Phase.FINISHED)
     state.pending_resize = None
     state.progress.update({"step": outcome.step, "samples": outcome.samples,
                            "metrics": outcome.metrics, "finish_reason": outcome.reason})
@@ -167,7 +170,7 @@ def _mark_requeued(state: JobState, slurm_id: str, reason: str) -> None:
     attempt = _attempt(state, slurm_id)
     if attempt is not None:
         attempt.state, attempt.reason = "PENDING", f"requeued after {reason}"
-    state.phase = "pending"
+    move(state, Phase.PENDING)
 
 
 def _mark_attempt_failed(state: JobState, slurm_id: str, message: str) -> None:

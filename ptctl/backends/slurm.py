@@ -1,4 +1,5 @@
-"""What ptctl asks the Slurm controller: is it up, where are my jobs, what a partition holds.
+"""The Slurm backend: what ptctl asks the Slurm controller (is it up, where are my jobs, what a
+partition holds) and how it submits, signals and cancels attempts.
 
 Only calls to the Slurm client tools, each under a timeout, so that a status or rebalance round
 never hangs on a dead controller and importing this module stays cheap. Every failure to reach
@@ -11,21 +12,19 @@ from __future__ import annotations
 import functools
 import re
 import shutil
+import signal
 import subprocess
+from typing import Any
 from dataclasses import dataclass
 
+from ptctl.backends.base import FINISHED_STATES, AttemptStatus, Check, SubmititBackend
+from ptctl.config import Profile
 from ptctl.errors import NotFoundError, PtctlError, SlurmUnreachableError
 
 # Seconds one client call may take. The local cluster fails in ~2 s when slurmctld is down;
 # a busy production controller can take far longer to answer a healthy query.
 TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 15.0
-
-# Job states after which Slurm never runs the job again (a requeued job goes back to PENDING).
-FINISHED_STATES = frozenset({
-    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
-    "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "TIMEOUT",
-})
 
 # stderr of the client tools when slurmctld (or slurmdbd, for sacct) cannot be reached.
 _UNREACHABLE = re.compile(
@@ -39,27 +38,6 @@ _GPU_ENTRY = re.compile(r"\bgpu(:[^:,()=]+)?[:=](\d+)")
 
 
 @dataclass(frozen=True)
-class SlurmJobState:
-    """One Slurm job as the controller (or accounting) reports it.
-
-    `start` and `end` are Slurm's local timestamps ("2026-01-31T12:00:00"): `start` once the
-    job has started, `end` once it has finished, else None. `gpus` counts all nodes.
-    """
-
-    job_id: str
-    state: str
-    reason: str = ""
-    nodes: str = ""
-    gpus: int = 0
-    start: str | None = None
-    end: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED_STATES
-
-
-@dataclass(frozen=True)
 class PartitionInfo:
     """A partition's size: `gpus_per_node` is its largest node's GPU count."""
 
@@ -68,11 +46,6 @@ class PartitionInfo:
     gpus_per_node: int
     total_gpus: int
     up: bool
-
-
-def slurm_available() -> bool:
-    """True when this machine can submit Slurm jobs (ptctl then defaults to the slurm executor)."""
-    return shutil.which("sbatch") is not None
 
 
 def _run(args: list[str], timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
@@ -131,10 +104,10 @@ def _time(value: str) -> str | None:
 
 
 def _job(job_id: str, state: str, reason: str, nodes: str, gpus: int,
-         start: str, end: str) -> SlurmJobState:
+         start: str, end: str) -> AttemptStatus:
     state = state.split()[0] if state.strip() else "UNKNOWN"  # sacct: "CANCELLED by 0"
     started = state != "PENDING"
-    return SlurmJobState(
+    return AttemptStatus(
         job_id=job_id, state=state, reason="" if reason == "None" else reason,
         nodes="" if nodes in ("None assigned", "(null)") else nodes, gpus=gpus,
         start=_time(start) if started else None,
@@ -146,7 +119,7 @@ _SQUEUE_FIELDS = ("JobID", "State", "Reason", "NodeList", "NumNodes", "tres-per-
                   "tres-per-node", "StartTime", "EndTime")
 
 
-def _squeue(job_ids: list[str]) -> dict[str, SlurmJobState]:
+def _squeue(job_ids: list[str]) -> dict[str, AttemptStatus]:
     proc = _run(["squeue", f"--jobs={','.join(job_ids)}", "--states=all", "--noheader",
                  "--Format=" + ",".join(f"{f}:|" for f in _SQUEUE_FIELDS)])
     # A single unknown id is an error; unknown ids among several are silently left out.
@@ -164,7 +137,7 @@ def _squeue(job_ids: list[str]) -> dict[str, SlurmJobState]:
     return jobs
 
 
-def _sacct(job_ids: list[str]) -> dict[str, SlurmJobState]:
+def _sacct(job_ids: list[str]) -> dict[str, AttemptStatus]:
     out = _check(_run(["sacct", f"--jobs={','.join(job_ids)}", "--allocations", "--noheader",
                        "--parsable2",
                        "--format=JobID,State,Reason,NodeList,AllocTRES,ReqTRES,Start,End"]),
@@ -179,7 +152,7 @@ def _sacct(job_ids: list[str]) -> dict[str, SlurmJobState]:
     return jobs
 
 
-def queue_state(job_ids: list[str]) -> dict[str, SlurmJobState]:
+def queue_state(job_ids: list[str]) -> dict[str, AttemptStatus]:
     """States of `job_ids` with one `squeue` call, plus one `sacct` call for ids squeue forgot.
 
     slurmctld forgets a finished job MinJobAge seconds (default 300) after it ends; only
@@ -229,3 +202,81 @@ def partition_info(partition: str) -> PartitionInfo:
     return PartitionInfo(name=partition, nodes=len(per_node),
                          gpus_per_node=max(per_node.values()),
                          total_gpus=sum(per_node.values()), up=up)
+
+
+def requeue(job_id: str) -> None:
+    """Put a running job back in the queue at the same size (called from inside the job)."""
+    subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=30)
+
+
+SLURM_COMMANDS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel")
+
+
+class SlurmBackend(SubmititBackend):
+    executor = "slurm"
+    multi_node = True
+
+    def executor_parameters(self, gpus: int, name: str) -> dict[str, Any]:
+        params = super().executor_parameters(gpus, name)
+        profile = self.profile
+        # A rank that exits with an error ends the attempt: its peers would otherwise wait in
+        # a collective until the time limit, and rebalance would never see the attempt end.
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
+        for key in ("partition", "account", "qos"):
+            value = getattr(profile, key)
+            if value:
+                params[f"slurm_{key}"] = value
+        if profile.mem_gb:
+            params["mem_gb"] = profile.mem_gb
+        if profile.setup:
+            params["slurm_setup"] = list(profile.setup)
+        if profile.sbatch_args:
+            params["slurm_additional_parameters"] = dict(profile.sbatch_args)
+        return params
+
+    def ping(self) -> None:
+        ping()
+
+    def poll(self, attempt_ids: list[str]) -> dict[str, AttemptStatus]:
+        return queue_state(attempt_ids)
+
+    def signal(self, attempt_id: str, sig: signal.Signals) -> None:
+        subprocess.run(["scancel", f"--signal={sig.name.removeprefix('SIG')}", attempt_id],
+                       capture_output=True, timeout=30, check=False)
+
+    def cancel(self, attempt_id: str) -> None:
+        subprocess.run(["scancel", attempt_id], capture_output=True, timeout=30, check=False)
+
+    def find_by_name(self, name: str) -> str | None:
+        return find_job_by_name(name)
+
+    def checks(self) -> list[Check]:
+        missing = [c for c in SLURM_COMMANDS if shutil.which(c) is None]
+        if missing:
+            return [Check("slurm commands", "fail", f"not on PATH: {', '.join(missing)}")]
+        checks = [Check("slurm commands", "ok", ", ".join(SLURM_COMMANDS))]
+        try:
+            ping()
+        except PtctlError as exc:
+            checks.append(Check("slurm controller", "fail", str(exc)))
+            return checks
+        checks.append(Check("slurm controller", "ok", "slurmctld answers"))
+        try:
+            info = partition_info(self.profile.partition or default_partition())
+        except PtctlError as exc:
+            checks.append(Check("partition", "fail", str(exc)))
+            return checks
+        checks.append(_partition_gpus_check(info, self.profile))
+        return checks
+
+
+def _partition_gpus_check(info: PartitionInfo, profile: Profile) -> Check:
+    part = info.name
+    if info.gpus_per_node < 1:
+        return Check("partition GPUs", "fail", f"partition {part}: no GPUs visible")
+    if info.gpus_per_node < profile.gpus_per_node:
+        return Check("partition GPUs", "warn",
+                     f"partition {part}: {info.gpus_per_node} GPUs per node, profile "
+                     f"{profile.name} expects {profile.gpus_per_node}")
+    return Check("partition GPUs", "ok",
+                 f"partition {part}: {info.nodes} node(s), {info.gpus_per_node} GPUs per node")

@@ -1,0 +1,71 @@
+"""The progress record of a running job: written by rank 0 only, read by the scheduler,
+`ptctl status` and the benchmarks. Readers tolerate keys they do not know.
+
+    status        "running" | "finished" | "stopped" (saved a checkpoint and exited)
+    reason        why it finished or stopped: target_reached, max_steps, signal, stop_check,
+                  stop_after; null while running
+    step, samples, max_steps, global_batch_size, world_size
+    loss          mean label-word loss of the last step
+    metrics       last evaluation {"accuracy": a, "loss": l} (or null before the first)
+    target        the spec's target, e.g. "accuracy >= 0.7"
+    steps_per_s   training steps per second at the current world size (evaluation excluded)
+    samples_per_s steps_per_s x global batch
+    time          ISO-8601 UTC of this write; updated: the same as a Unix time
+    resumed_from_step, session_started, loop_started: where and when this session began
+    loss_curve    [[step, loss], ...] every step so far (whole run, across resumes)
+    eval_curve    [[step, accuracy, eval_loss], ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ptctl.errors import CorruptFileError
+from ptctl.fsutil import atomic_write_json
+
+
+@dataclass
+class Progress:
+    status: str = "running"
+    reason: str | None = None
+    step: int = 0
+    samples: int = 0
+    max_steps: int | None = None
+    global_batch_size: int | None = None
+    world_size: int | None = None
+    loss: float | None = None
+    metrics: dict[str, float] | None = None
+    target: str | None = None
+    steps_per_s: float | None = None
+    samples_per_s: float | None = None
+    time: str | None = None
+    updated: float | None = None
+    resumed_from_step: int | None = None
+    session_started: float | None = None
+    loop_started: float | None = None
+    loss_curve: list[list[float]] = field(default_factory=list)
+    eval_curve: list[list[float]] = field(default_factory=list)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(Progress)}
+
+
+def write_progress(path: Path, progress: Progress) -> None:
+    atomic_write_json(path, vars(progress))
+
+
+def read_progress(path: Path) -> Progress | None:
+    """The last progress record, or None before the first one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{path}: expected a JSON object")
+    return Progress(**{k: v for k, v in data.items() if k in _FIELDS})
+

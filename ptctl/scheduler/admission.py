@@ -1,0 +1,99 @@
+"""What `ptctl submit` asks: can this job meet its deadline next to the live ones, and with
+how many GPUs does it start.
+
+The new job is planned together with the live jobs by the same policy call a round makes, and
+it starts at once on the GPUs that are free now, counted by the rule the rounds use.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from ptctl.backends import backend_for
+from ptctl.config import Config, Profile
+from ptctl.errors import BadInputError
+from ptctl.jobs.registry import JobState, Registry
+from ptctl.jobs.spec import JobSpec, resolved_spec_dict
+from ptctl.scheduler.round import Tick, launch_or_record, round_lock
+from ptctl.scheduler.views import (LiveJob, held_gpus, iso, job_view, load_live_jobs, plan,
+                                   poll_attempts)
+
+Say = Callable[[str], None]
+
+
+def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
+           best_effort: bool = False, dry_run: bool = False, info: Say | None = None,
+           warn: Say | None = None) -> dict[str, Any]:
+    """Plan the job and, unless `dry_run`, register and launch it; the plan as `--json` shows
+    it. `origin` (the spec file) starts every error message."""
+    now = datetime.now(timezone.utc)
+    deadline = spec.deadline_at(now)
+    if deadline <= now:
+        raise BadInputError(f"{origin}: deadline: {deadline.isoformat()} is in the past")
+    backend_for(profile).ping()
+    choice = _initial_prompt(cfg, spec, info, warn)
+    predicted = choice["predicted_steps"] if choice else spec.training.max_steps
+    registry = Registry(cfg.home)
+    spec_dict = resolved_spec_dict(spec, now)
+    with round_lock(registry):
+        jobs = load_live_jobs(registry)
+        poll_attempts(jobs, profile)
+        draft = LiveJob(JobState(job_id="new-job-0000", name=spec.name, created_at=now.isoformat(),
+                                 estimates={"predicted_steps": predicted}), spec_dict, None)
+        view = job_view(draft, profile)
+        if view is None:
+            raise BadInputError(f"{origin}: gpus: no GPU count in [{spec.gpus.min}, "
+                                f"{spec.gpus.max}] fits profile {profile.name} (budget "
+                                f"{profile.gpu_budget}, {profile.gpus_per_node} per node)")
+        decision = plan(jobs, profile, cfg.policy, now.timestamp(), extra=[view])[-1]
+        feasible = decision.action not in ("infeasible", "decline")
+        answer = {"gpus": decision.gpus, "action": decision.action, "reason": decision.reason,
+                  "predicted_finish": iso(decision.predicted_finish_s),
+                  "deadline": deadline.isoformat(timespec="seconds"),
+                  "predicted_steps": predicted,
+                  "init_prompt_id": choice["prompt_id"] if choice else None,
+                  "profile": profile.name, "policy": cfg.policy, "feasible": feasible}
+        if not feasible and not best_effort:
+            earliest = answer["predicted_finish"] or "never within the GPU budget"
+            raise BadInputError(f"{origin}: deadline: {deadline.isoformat(timespec='seconds')} "
+                                f"cannot be met (earliest finish {earliest}); use --best-effort "
+                                "to run it anyway")
+        if dry_run:
+            return answer
+        files = {"init_prompt.safetensors": choice["prompt_bytes"]} if choice else None
+        state = registry.create(
+            spec.name, spec_dict, files=files, profile=profile.ref, best_effort=best_effort,
+            init_prompt_id=answer["init_prompt_id"],
+            estimates={"predicted_steps": predicted, "planned_gpus": decision.gpus})
+        free = profile.gpu_budget - sum(held_gpus(j) for j in jobs)
+        gpus = max((g for g in view.allowed_gpus if g <= min(decision.gpus, free)), default=0)
+        if gpus > 0:
+            tick = Tick(now=now.timestamp())
+            launch_or_record(registry, LiveJob(state, spec_dict, None), gpus, profile, tick,
+                             "start")
+            state = registry.load(state.job_id)
+            if tick.actions[-1]["action"] == "launch-failed":
+                answer["launch_error"] = tick.actions[-1]["error"]
+                if warn:
+                    warn(f"{state.job_id}: registered, but {answer['launch_error']}; "
+                         "rebalance retries it")
+                gpus = 0
+    answer["job_id"] = state.job_id
+    answer["launched_gpus"] = gpus
+    answer["slurm_job_id"] = state.current_attempt.slurm_job_id if state.current_attempt else None
+    return answer
+
+
+def _initial_prompt(cfg: Config, spec: JobSpec, info: Say | None,
+                    warn: Say | None) -> dict[str, Any] | None:
+    """The Prompt Bank's best starting prompt for this task, when the spec asks for one."""
+    if spec.prompt.init != "bank":
+        return None
+    try:
+        from ptctl.bank.query import choose_initial_prompt
+    except ImportError:
+        if warn:
+            warn("no Prompt Bank support installed: starting from a random prompt")
+        return None
+    return choose_initial_prompt(cfg.bank_dir, spec, info=info, warn=warn)

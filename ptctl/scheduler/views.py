@@ -1,0 +1,202 @@
+"""The live jobs as the policy sees them, and the policy's decisions on them.
+
+Decisions come from `ptctl.planner.policies.decide`, the very function `ptctl sim` runs, fed
+with JobViews built from the registry, the jobs' progress records and ONE batched poll of the
+backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from ptctl.backends import backend_for
+from ptctl.backends.base import AttemptStatus
+from ptctl.config import Profile
+from ptctl.errors import PtctlError
+from ptctl.jobs.lifecycle import Phase
+from ptctl.jobs.progress import Progress
+from ptctl.jobs.registry import JobState, Registry
+from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
+from ptctl.planner.gpu_need import ClusterModel, ResizeCost
+from ptctl.planner.interface import Decision, JobView, Policy
+from ptctl.planner.policies import decide
+from ptctl.planner.prompttuner import PromptTunerPolicy, PromptTunerSettings
+from ptctl.planner.views import allowed_gpu_counts
+from ptctl.planner.views import job_view as build_view
+from ptctl.planner.throughput import ThroughputCurve
+
+# Before a job has reported its speed, plan with this many steps/s per GPU (a tiny model on a
+# CPU rank does ~50, SmolLM2 on a CPU rank ~0.4, on a GPU far more: progress replaces it fast).
+PRIOR_STEPS_PER_S = 0.5
+# Attempt states in the registry. STOPPED and FAILED say the tasks exited, not that the Slurm
+# job is gone: Slurm may requeue it (scontrol requeue, preemption), so Slurm is asked. Only the
+# final states are taken as the registry says.
+FINAL_ATTEMPT_STATES = ("COMPLETED", "CANCELLED", "LOST")
+ENDED_ATTEMPT_STATES = FINAL_ATTEMPT_STATES + ("STOPPED", "FAILED")
+# Phases in which a job's attempt holds its GPUs.
+HOLDING = (Phase.PENDING, Phase.RUNNING)
+
+
+def epoch(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class LiveJob:
+    """One registered job as the scheduler sees it right now."""
+
+    state: JobState
+    spec: dict[str, Any]
+    progress: Progress | None
+    polled: AttemptStatus | None = None  # the current attempt, None if unknown/ended
+
+    @property
+    def job_id(self) -> str:
+        return self.state.job_id
+
+    @property
+    def attempt_alive(self) -> bool:
+        """The current attempt is pending or running (in Slurm or as a local process)."""
+        attempt = self.state.current_attempt
+        if attempt is None or attempt.state in FINAL_ATTEMPT_STATES:
+            return False
+        return self.polled is not None and not self.polled.finished
+
+    @property
+    def mid_resize(self) -> bool:
+        return self.state.phase == Phase.RESIZING or bool(self.state.pending_resize)
+
+
+# --- reading the world ------------------------------------------------------------------------
+
+def load_job(registry: Registry, job_id: str) -> LiveJob:
+    """One job's state, spec and progress (NotFoundError for an unknown id)."""
+    return LiveJob(registry.load(job_id), registry.load_spec(job_id),
+                   registry.read_progress(job_id))
+
+
+def load_live_jobs(registry: Registry, include_terminal: bool = False) -> list[LiveJob]:
+    return [load_job(registry, state.job_id) for state in registry.all()
+            if include_terminal or not state.is_terminal]
+
+
+def poll_attempts(jobs: list[LiveJob], profile: Profile) -> None:
+    """Fill in each job's current attempt state: ONE backend query for all of them."""
+    current = [j for j in jobs if j.state.current_attempt is not None
+               and j.state.current_attempt.state not in FINAL_ATTEMPT_STATES]
+    if not current:
+        return
+    states = backend_for(profile).poll([j.state.current_attempt.slurm_job_id for j in current])
+    for job in current:
+        job.polled = states.get(job.state.current_attempt.slurm_job_id)
+
+
+# --- estimates --------------------------------------------------------------------------------
+
+def convergence(job: LiveJob) -> ConvergenceEstimate:
+    """Total steps to the target: the bank's prediction (or max_steps), refitted on the job's
+    own eval curve (error rate for accuracy targets, loss for loss targets)."""
+    max_steps = job.spec["training"]["max_steps"]
+    predicted = job.state.estimates.get("predicted_steps") or max_steps
+    prior = from_bank_prediction(min(predicted, max_steps))
+    curve = job.progress.eval_curve if job.progress else []
+    metric, _, value = str(job.spec["target"]).split()
+    if len(curve) >= 4:
+        steps = [row[0] for row in curve]
+        ys = [1.0 - row[1] for row in curve] if metric == "accuracy" else [row[2] for row in curve]
+        target = 1.0 - float(value) if metric == "accuracy" else float(value)
+        try:
+            prior = refit(prior, steps, ys, target)
+        except PtctlError:
+            pass  # a curve that does not fit yet: keep the prior
+    return prior
+
+
+def remaining_steps(job: LiveJob) -> tuple[float, float]:
+    """(expected remaining steps, their sd), never beyond max_steps. The policy adds its own
+    safety margin from the sd."""
+    est = convergence(job)
+    done = float(job.progress.step if job.progress else 0)
+    room = max(0.0, job.spec["training"]["max_steps"] - done)
+    left = min(est.remaining(done, 0.0), room)
+    # No margin can take a job past max_steps.
+    return left, min(est.sd_iterations, room - left)
+
+
+def throughput(job: LiveJob) -> ThroughputCurve:
+    """Steps/s per GPU count: measured by the job (kept in its estimates), else a prior."""
+    train = job.spec["training"]
+    curve = ThroughputCurve(job.spec["model"], train["global_batch_size"],
+                            {int(g): float(r) for g, r in
+                             job.state.estimates.get("steps_per_s", {}).items()})
+    if not curve.measured:
+        curve = ThroughputCurve(job.spec["model"], train["global_batch_size"],
+                                {1: PRIOR_STEPS_PER_S})
+    return curve
+
+
+def allowed_gpus(spec: dict[str, Any], profile: Profile) -> tuple[int, ...]:
+    """The counts a job spec may run at under `profile`: at most one rank per micro-batch."""
+    train = spec["training"]
+    micro_batches = max(1, train["global_batch_size"] // train["micro_batch_size"])
+    return allowed_gpu_counts(spec["gpus"]["min"], min(spec["gpus"]["max"], micro_batches),
+                              budget=profile.gpu_budget, gpus_per_node=profile.gpus_per_node)
+
+
+def cluster_model(profile: Profile) -> ClusterModel:
+    return ClusterModel(total_gpus=profile.gpu_budget, gpus_per_node=profile.gpus_per_node,
+                        slot_s=60.0,
+                        resize_cost=ResizeCost(profile.checkpoint_s, profile.queue_wait_s,
+                                               profile.start_s, profile.model_load_s))
+
+
+def job_view(job: LiveJob, profile: Profile) -> JobView | None:
+    """The policy's view of a job; None for a job that no GPU count fits."""
+    allowed = allowed_gpus(job.spec, profile)
+    if not allowed:
+        return None
+    running = job.state.phase in HOLDING and job.state.gpus > 0
+    left, sd = remaining_steps(job)
+    return build_view(job.job_id, job.spec["model"], job.spec["training"]["global_batch_size"],
+                      epoch(job.state.created_at), epoch(job.spec["deadline"]),
+                      gpus=job.state.gpus if running else 0, allowed_gpus=allowed,
+                      remaining_iterations=left, remaining_sd=sd, throughput=throughput(job),
+                      memory=job.state.policy_memory)
+
+
+def held_gpus(job: LiveJob) -> int:
+    """GPUs a job counts against the budget: its new count while it resizes, else the count
+    its attempt runs at."""
+    if job.mid_resize:
+        return job.state.pending_resize["gpus"] if job.state.pending_resize else 0
+    return job.state.gpus if job.state.phase in HOLDING else 0
+
+
+def plan(jobs: list[LiveJob], profile: Profile, policy: str, now: float,
+         extra: Sequence[JobView] = ()) -> list[Decision]:
+    """The policy's decisions for the jobs it may move (plus `extra`, e.g. a job being
+    submitted). GPUs held by jobs mid-resize are taken off the budget first."""
+    views = [view for job in jobs if not job.mid_resize
+             if (view := job_view(job, profile)) is not None]
+    views += list(extra)
+    if not views:
+        return []
+    held = sum(held_gpus(job) for job in jobs if job.mid_resize)
+    return decide(live_policy(policy, profile), now, max(0, profile.gpu_budget - held), views,
+                  cluster_model(profile))
+
+
+def live_policy(policy: str, profile: Profile) -> str | Policy:
+    """The named policy, with the profile's hysteresis where the policy has one."""
+    if policy != "prompttuner":
+        return policy
+    return PromptTunerPolicy(PromptTunerSettings(hold_s=profile.resize_hold_s,
+                                                 reclaim_min_gain=profile.reclaim_min_gain))
