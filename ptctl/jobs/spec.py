@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ptctl.errors import BadInputError
-from ptctl.tuning.catalog import BUILTIN_MODELS, PACKAGED_TASKS, TASK_FILE_SUFFIXES
+from ptctl.jobs.catalog import BUILTIN_MODELS, PACKAGED_TASKS, TASK_FILE_SUFFIXES
 
 
 class SpecFieldError(ValueError):

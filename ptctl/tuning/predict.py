@@ -28,7 +28,7 @@ import torch
 
 from ptctl.errors import BadInputError, CorruptFileError, NotFoundError
 from ptctl.jobs.spec import TaskSpec
-from ptctl.tuning.catalog import TASK_FILE_SUFFIXES
+from ptctl.jobs.catalog import TASK_FILE_SUFFIXES
 from ptctl.tuning.data import _label_tokens, _tokenise, label_scores, read_rows
 from ptctl.tuning.models import load_base_model
 from ptctl.tuning.prompt import ADAPTER_WEIGHTS, META, read_adapter
