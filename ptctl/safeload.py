@@ -159,7 +159,8 @@ def parse_json(text: str, origin: str, error: type = BadInputError, allow_nan: b
     try:
         value = json.loads(text, **hooks)
     except json.JSONDecodeError as exc:
-        raise error(f"{origin}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        where = f", line {exc.lineno}" if "\n" in text.strip() else ""
+        raise error(f"{origin}: not valid JSON ({exc.msg}{where})") from None
     except _Refused as exc:
         raise error(f"{origin}: {exc}") from None
     except RecursionError:

@@ -95,3 +95,92 @@ def test_excerpt_bounds_every_quoted_value():
     assert len(excerpt(nested)) <= 80
     assert "\n" not in str(BadInputError("a\nb" + "c" * 10_000))
     assert len(str(BadInputError("c" * 10_000))) == MESSAGE_CHARS
+
+
+# --- traces, convergence files, data files ----------------------------------------------------
+
+PT_HEADER = ("job_id,arrival_s,deadline_s,model,iterations,iterations_bank,global_batch,"
+             "min_gpus,max_gpus\n")
+PT_ROW = "j{i},{i}0,5000,gpt-base,300,150,32,1,4\n"
+GOOD_TRACE = PT_HEADER + "".join(PT_ROW.format(i=i) for i in range(3))
+
+TRACE_CASES = {
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not UTF-8"),
+    "latin-1": (PT_HEADER.encode() + "j\xe9,1,500,gpt-base,300,150,32,1,4\n".encode("latin-1"),
+                "not UTF-8"),
+    "field over 128 KiB": ((PT_HEADER + "j1,1,500,gpt-base," + "9" * 200_000 + ",1,32,1,4\n"
+                            ).encode(), "line 2", "over 128 KiB"),
+    "unclosed quote": ((PT_HEADER + 'j1,1,500,"gpt-base,300,150,32,1,4\n'
+                        + PT_ROW.format(i=2)).encode(), "line 2", "unclosed quote"),
+    "more fields than the header": ((GOOD_TRACE + "j9,1,500,gpt-base,300,150,32,1,4,7\n"
+                                     ).encode(), "line 5", "10 fields"),
+    "huge value quoted": ((PT_HEADER + "j1,1,500,gpt-base," + "x" * 100_000
+                           + ",1,32,1,4\n").encode(), "'iterations'", "not a number"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRACE_CASES))
+def test_bad_trace_is_one_line_exit_2(tmp_path, case):
+    data, *expected = TRACE_CASES[case]
+    trace = tmp_path / "trace.csv"
+    trace.write_bytes(data)
+    result = run_cli("sim", "run", "--trace", str(trace), "--policy", "edf", "--gpus", "8")
+    assert_one_line(result, 2, "trace.csv", *expected)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\x00\x01\xff\xfe binary", "not UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32"),
+    (b'{"random_iterations_sigma": NaN}', "NaN is not a number"),
+    (b'{"random_iterations_sigma": 1e308}', "<= 5"),
+    (b'{"random_iterations_median": {"gpt-base": 1e300}}', "(0, 1e9]"),
+    (b'{"bank_over_random_sigma": ' + b"9" * 5000 + b"}", "5000 digits"),
+])
+def test_bad_convergence_file_is_one_line_exit_2(tmp_path, content, expected):
+    conv = tmp_path / "conv.json"
+    conv.write_bytes(content)
+    result = run_cli("sim", "gen", "--out", str(tmp_path / "t.csv"), "--jobs", "5",
+                     "--convergence", str(conv))
+    assert_one_line(result, 2, "convergence file", expected)
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_jobs_csv_into_a_missing_folder_fails_before_simulating(tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text(GOOD_TRACE)
+    target = tmp_path / "missing" / "jobs.csv"
+    result = run_cli("sim", "run", "--trace", str(trace), "--policy", "fifo", "--gpus", "4",
+                     "--jobs-csv", str(target))
+    assert_one_line(result, 2, "--jobs-csv", str(target))
+    assert not target.parent.exists()
+    ok = run_cli("sim", "run", "--trace", str(trace), "--policy", "fifo", "--gpus", "4",
+                 "--jobs-csv", str(tmp_path / "jobs.csv"))
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "jobs.csv").read_text().count("\n") == 4
+
+
+DATA_CASES = {
+    "unclosed quote merges rows": ('label,text\npos,"great\nneg,awful\npos,fine\n', "line 2",
+                                   "unclosed quote"),
+    "field over 128 KiB": ("text,label\n" + "x" * 200_000 + ",pos\n", "line 2", "128 KiB"),
+    "latin-1": ("text,label\ncaf\xe9,pos\n".encode("latin-1"), "not UTF-8"),
+    "deep JSON row": ('{"text": ' + "[" * 5000 + "]" * 5000 + ', "label": "pos"}\n',
+                      "nested deeper"),
+    "huge integer label": ('{"text": "a", "label": ' + "7" * 5000 + "}\n", "5000 digits"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_bad_data_file_names_file_and_line(tmp_path, case):
+    from ptctl.jobs.spec import TaskSpec
+    from ptctl.tuning.data import read_rows
+
+    content, *expected = DATA_CASES[case]
+    path = tmp_path / ("data.jsonl" if "JSON" in case or "label" in case else "data.csv")
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(BadInputError) as err:
+        read_rows(TaskSpec(source=str(path)))
+    message = str(err.value)
+    assert message.startswith(str(path)) and len(message) <= MESSAGE_CHARS
+    for text in expected:
+        assert text in message, message

