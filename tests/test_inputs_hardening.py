@@ -184,3 +184,83 @@ def test_bad_data_file_names_file_and_line(tmp_path, case):
     assert message.startswith(str(path)) and len(message) <= MESSAGE_CHARS
     for text in expected:
         assert text in message, message
+
+
+# --- ptctl run: the run folder's spec, data checked before writing; checkpoints; models -------
+
+def data_spec(tmp_path: Path, **task) -> Path:
+    data = with_value("task", {"source": "data.csv", **task})
+    data["prompt"] = {"init": "random"}
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    return spec
+
+
+def test_run_checks_data_before_writing_the_run_folder(tmp_path):
+    (tmp_path / "data.csv").write_text(
+        "label,text\n" + "".join(f"{'ab'[i % 2]},text {i}\n" for i in range(20))
+        + 'a,"never closed\n' + "b,swallowed\n" * 5)
+    result = run_cli("run", str(data_spec(tmp_path)), "--dir", str(tmp_path / "run"))
+    assert_one_line(result, 2, "data.csv:line 22", "unclosed quote")
+    assert not (tmp_path / "run").exists()  # so a corrected spec is not "a different task"
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\xff\xfe\x00binary", "not UTF-8"),
+    (b"name: [unclosed\n", "not valid YAML"),
+    (b"- a list\n", "not a job spec"),
+    (b"a: " + b"[" * 3000 + b"]" * 3000, "nested deeper"),
+])
+def test_corrupt_run_folder_spec_is_one_line_exit_1(tmp_path, content, expected):
+    spec = write_spec(tmp_path, good_yaml())
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "spec.yaml").write_bytes(content)
+    result = run_cli("run", str(spec), "--dir", str(tmp_path / "run"))
+    assert_one_line(result, 1, str(tmp_path / "run" / "spec.yaml"), expected)
+
+
+def _resaved(folder: Path, change) -> Path:
+    import json
+
+    from ptctl.tuning import checkpoint as ck
+
+    step = ck.save_checkpoint(folder, 3, {"step": 3, "losses": [[1, 0.5]]}, keep=2)
+    record = json.loads((step / ck.RECORD).read_text())
+    record.pop("sha256")
+    change(record)
+    record["sha256"] = ck._sha256(ck._canonical(record))  # a consistent but wrong record
+    (step / ck.RECORD).write_text(json.dumps(record))
+    return step
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda r: r.pop("files"), "'files' is missing"),
+    (lambda r: r["files"].pop("tensors.safetensors"), "'files.tensors.safetensors' is missing"),
+    (lambda r: r["files"]["tensors.safetensors"].update(bytes="12"),
+     "'files.tensors.safetensors.bytes' is '12', expected an integer"),
+    (lambda r: r.update(state=[1, 2]), "'state' is [1, 2], expected a mapping"),
+    (lambda r: r.update(state={"x": {"__items__": 5}}), "__items__"),
+    (lambda r: r.update(state={"x": {"__tensor__": ["no"]}}), "missing tensor"),
+])
+def test_checkpoint_record_fields_are_checked_by_name(tmp_path, change, field):
+    from ptctl.errors import CorruptFileError
+    from ptctl.tuning import checkpoint as ck
+
+    step = _resaved(tmp_path / "checkpoints", change)
+    with pytest.raises(CorruptFileError) as err:
+        ck.load_checkpoint(step)
+    assert str(step) in str(err.value) and field in str(err.value), str(err.value)
+
+
+def test_model_folder_with_pickle_weights_is_refused(tmp_path):
+    from ptctl.tuning.models import resolve_model
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    spec = write_spec(tmp_path, good_yaml(model=str(folder)))
+    result = run_cli("submit", str(spec), "--dry-run", env={"PTCTL_PROFILE": "local"})
+    assert_one_line(result, 2, "model", "pytorch_model.bin", "safetensors")
+    with pytest.raises(BadInputError, match="pytorch_model.bin.*safetensors only"):
+        resolve_model(str(folder))

@@ -23,6 +23,7 @@ from ptctl.errors import BadInputError, excerpt
 from ptctl.jobs.fieldtypes import check_type, key_text, path_is
 from ptctl.safeload import load_yaml
 from ptctl.tuning.catalog import BUILTIN_MODELS, PACKAGED_TASKS, TASK_FILE_SUFFIXES
+from ptctl.tuning.models import pickle_weights
 
 
 class SpecFieldError(ValueError):
@@ -275,6 +276,9 @@ class JobSpec:
     def __post_init__(self) -> None:
         _require(bool(_NAME_RE.match(str(self.name))), "name", self.name,
                  "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        pickled = pickle_weights(Path(self.model)) if path_is(Path(self.model), "is_dir") else []
+        _require(not pickled, "model", self.model, f"a folder with safetensors weights, not "
+                 f"pickles ({', '.join(pickled[:1])}: loading a pickle runs the code it holds)")
         _require(model_reference_ok(self.model), "model", self.model,
                  f"a built-in model ({', '.join(BUILTIN_MODELS)}), a local Hugging Face folder "
                  "with config.json, a .gguf file, or a Hugging Face id (org/name)")

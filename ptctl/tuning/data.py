@@ -171,8 +171,9 @@ assert set(_PACKAGED_READERS) == set(PACKAGED_TASKS)
 
 # --- tokenising and splitting ----------------------------------------------------------------
 
-def load_task(task: TaskSpec, tokenizer) -> TaskData:
-    """Read, map labels, split by `split_seed` and tokenise a task (only the rows it keeps)."""
+def task_rows(task: TaskSpec) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    """The task's (text, label) rows after label_map, and its labels in order; every check
+    that needs the data but no tokenizer, so that `ptctl run` can make them before it writes."""
     rows = read_rows(task)
     if task.label_map:
         rows = [(text, task.label_map[raw]) for text, raw in rows if raw in task.label_map]
@@ -190,6 +191,15 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
     if missing or (task.label_words and set(labels) - set(task.label_words)):
         raise BadInputError(f"{task.source}: label_words must name each label once "
                             f"(labels: {excerpt(', '.join(labels))[1:-1]})")
+    if len(rows) <= task.eval_samples:
+        raise BadInputError(f"{task.source}: {len(rows)} examples leave none for training "
+                            f"after eval_samples={task.eval_samples}")
+    return rows, labels
+
+
+def load_task(task: TaskSpec, tokenizer) -> TaskData:
+    """Read, map labels, split by `split_seed` and tokenise a task (only the rows it keeps)."""
+    rows, labels = task_rows(task)
 
     words = tuple(task.label_words.get(label, label) for label in labels)
     label_ids = tuple(_label_tokens(tokenizer, task, label, word)
@@ -201,9 +211,6 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
                                 "rank classification needs distinct words")
         seen[ids] = label
 
-    if len(rows) <= task.eval_samples:
-        raise BadInputError(f"{task.source}: {len(rows)} examples leave none for training "
-                            f"after eval_samples={task.eval_samples}")
     order = list(range(len(rows)))
     random.Random(task.split_seed).shuffle(order)
     eval_rows = [rows[i] for i in order[:task.eval_samples]]
