@@ -16,10 +16,11 @@ import yaml
 
 from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
-from ptctl.errors import BadInputError
+from ptctl.errors import BadInputError, CorruptFileError
 from ptctl.fsutil import atomic_write_text
 from ptctl.jobs.paths import JobPaths
 from ptctl.jobs.spec import load_spec, resolved_spec_dict
+from ptctl.safeload import load_yaml
 
 # Fields that must match to resume a job folder (deadline, GPU bounds and Slurm may change).
 _RESUME_KEYS = ("model", "task", "prompt", "training", "target")
@@ -45,15 +46,20 @@ def run(
     run_dir = JobPaths(job_dir if job_dir is not None else Path("runs") / spec.name)
     normalised = resolved_spec_dict(spec, datetime.now(timezone.utc))
     if run_dir.spec.is_file():
-        before = yaml.safe_load(run_dir.spec.read_text(encoding="utf-8")) or {}
+        before = load_yaml(run_dir.spec, str(run_dir.spec), error=CorruptFileError)
+        if not isinstance(before, dict):
+            raise CorruptFileError(f"{run_dir.spec}: not a job spec (a YAML mapping)")
         changed = [k for k in _RESUME_KEYS if before.get(k) != normalised.get(k)]
         if changed:
             raise BadInputError(f"{run_dir.root}: holds a job with a different "
                                 f"{', '.join(changed)}; use another --dir")
-    else:
-        atomic_write_text(run_dir.spec, yaml.safe_dump(normalised, sort_keys=False))
 
+    from ptctl.tuning.data import task_rows
     from ptctl.tuning.launch import launch  # torch and transformers load only here
+
+    task_rows(spec.task)  # bad data fails here, before the folder records this task
+    if not run_dir.spec.is_file():
+        atomic_write_text(run_dir.spec, yaml.safe_dump(normalised, sort_keys=False))
 
     init_prompt = init_prompt_id = None
     if spec.prompt.init == "bank" and not any(run_dir.checkpoints.glob("step_*")):

@@ -3,6 +3,7 @@ prompt-tuning traces (gen). Heavy modules load inside the commands to keep start
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -37,6 +38,11 @@ def run(trace: TraceOpt, policy: Annotated[str, typer.Option("--policy", help="P
     from ptctl.sim.runner import run_trace, write_job_csv
 
     out = Output(json_mode=json_out, quiet=quiet)
+    if jobs_csv is not None:  # checked before the simulation, which can take minutes
+        folder = jobs_csv.parent
+        if jobs_csv.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise BadInputError(f"--jobs-csv {jobs_csv}: not a file in an existing, writable "
+                                "folder")
     result = run_trace(trace, [policy], gpus=gpus, cluster_spec=cluster_spec,
                        throughputs=throughputs, slot_s=slot, overhead_model=overhead_model,
                        seed=seed)[policy]

@@ -1,12 +1,16 @@
 """The job spec: a YAML file validated into dataclasses.
 
-Every error names the field path, the bad value and what was expected, so a typo never passes
-silently (unknown keys are errors too). Validation needs no torch and touches no state folder.
+Every error names the field path, the bad value (quoted at most QUOTE_CHARS long) and what was
+expected, so a typo never passes silently (unknown keys are errors too). Numbers have upper
+bounds (the README's job spec reference lists them) so that a huge value fails here, before
+anything is registered, rather than attempts later. Validation needs no torch and touches no
+state folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -15,10 +19,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ptctl.errors import BadInputError
+from ptctl.errors import BadInputError, excerpt
 from ptctl.jobs.catalog import BUILTIN_MODELS, PACKAGED_TASKS, TASK_FILE_SUFFIXES
+from ptctl.jobs.fieldtypes import check_type, key_text, path_is
+from ptctl.safeload import load_yaml, pickle_weights
 
 
 class SpecFieldError(ValueError):
@@ -26,8 +30,8 @@ class SpecFieldError(ValueError):
 
     def __init__(self, field_name: str, value: Any, expected: str):
         self.field_name = field_name
-        super().__init__(f"{field_name}: got {value!r}, expected {expected}")
-        self.detail = f"got {value!r}, expected {expected}"
+        self.detail = f"got {excerpt(value)}, expected {expected}"
+        super().__init__(f"{field_name}: {self.detail}")
 
 
 def _require(cond: bool, name: str, value: Any, expected: str) -> None:
@@ -37,17 +41,27 @@ def _require(cond: bool, name: str, value: Any, expected: str) -> None:
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?$")
+MAX_SEED = 2**32 - 1
+_SEEDS = f"0..{MAX_SEED}"
+MAX_BATCH = 65536
+MAX_STEPS = 10**7
+MAX_DURATION = timedelta(days=365)
+_MAX_TEXT = 64  # characters of a deadline or target: longer is never valid, so never parsed
 _TARGET_RE = re.compile(r"^\s*(accuracy|loss)\s*(>=|<=)\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*$")
 
 
 def parse_duration(text: str) -> timedelta | None:
-    """'90m', '2h', '1h30m', '1d', '45s' -> timedelta; None when `text` is not a duration."""
+    """'90m', '2h', '1h30m', '1d', '45s' -> timedelta; None when `text` is not a duration.
+    ValueError past MAX_DURATION (timedelta itself overflows at 10^9 days)."""
     text = text.strip()
-    m = _DURATION_RE.match(text)
+    m = _DURATION_RE.match(text) if len(text) <= _MAX_TEXT else None
     if not text or not m or not any(m.groups()):
         return None
     d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-    return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    seconds = ((d * 24 + h) * 60 + mi) * 60 + s
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"a duration must be at most {MAX_DURATION.days}d")
+    return timedelta(seconds=seconds)
 
 
 def parse_deadline(text: str) -> datetime | timedelta:
@@ -74,14 +88,15 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> "Target":
-        m = _TARGET_RE.match(str(text))
+        m = _TARGET_RE.match(text) if isinstance(text, str) and len(text) <= _MAX_TEXT else None
         if not m:
             raise SpecFieldError("target", text, "'accuracy >= X' or 'loss <= X'")
         metric, op, value = m.group(1), m.group(2), float(m.group(3))
         if metric == "accuracy":
             _require(op == ">=" and 0 < value <= 1, "target", text, "accuracy >= a value in (0, 1]")
         else:
-            _require(op == "<=" and value > 0, "target", text, "loss <= a positive value")
+            _require(op == "<=" and 0 < value < math.inf, "target", text,
+                     "loss <= a positive value")
         return cls(metric, op, value)
 
     def reached(self, metrics: dict[str, float]) -> bool:
@@ -122,15 +137,23 @@ class TaskSpec:
         else:
             _require(Path(self.source).suffix.lower() in TASK_FILE_SUFFIXES, "source", self.source,
                      f"a packaged task ({', '.join(PACKAGED_TASKS)}) or a .jsonl/.csv file")
-            _require(Path(self.source).is_file(), "source", self.source, "an existing data file")
+            _require(path_is(Path(self.source), "is_file"), "source", self.source,
+                     "an existing data file")
+        owners: dict[str, str] = {}
         for label, word in self.label_words.items():
             _require(isinstance(word, str) and word.strip() != "", f"label_words.{label}", word,
                      "a non-empty word")
+            other = owners.setdefault(word.strip(), label)
+            _require(other == label, f"label_words.{label}", word,
+                     f"a word no other label has (label {excerpt(other)} has it too)")
         _require("{text}" in self.template, "template", self.template, "a string containing {text}")
         _require(8 <= self.max_length <= 4096, "max_length", self.max_length, "8..4096 tokens")
-        _require(self.eval_samples >= 1, "eval_samples", self.eval_samples, "an integer >= 1")
-        _require(self.max_train_samples is None or self.max_train_samples >= 1,
-                 "max_train_samples", self.max_train_samples, "an integer >= 1 or null")
+        _require(1 <= self.eval_samples <= 10**6, "eval_samples", self.eval_samples,
+                 "an integer >= 1, at most 10^6")
+        _require(self.max_train_samples is None or 1 <= self.max_train_samples <= 10**9,
+                 "max_train_samples", self.max_train_samples,
+                 "an integer >= 1 (at most 10^9) or null")
+        _require(0 <= self.split_seed <= MAX_SEED, "split_seed", self.split_seed, _SEEDS)
 
     @property
     def is_packaged(self) -> bool:
@@ -183,18 +206,21 @@ class TrainingSpec:
     objective: str = "auto"
 
     def __post_init__(self) -> None:
-        _require(self.global_batch_size >= 1, "global_batch_size", self.global_batch_size, ">= 1")
+        _require(1 <= self.global_batch_size <= MAX_BATCH, "global_batch_size",
+                 self.global_batch_size, f">= 1, at most {MAX_BATCH}")
         _require(1 <= self.micro_batch_size <= self.global_batch_size, "micro_batch_size",
                  self.micro_batch_size, f"1..global_batch_size ({self.global_batch_size})")
         _require(0 < self.learning_rate <= 100, "learning_rate", self.learning_rate, "0 < lr <= 100")
-        _require(self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")
-        _require(self.eval_every >= 1, "eval_every", self.eval_every, ">= 1")
-        _require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
-        _require(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, ">= 1")
+        for name in ("max_steps", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            _require(1 <= value <= MAX_STEPS, name, value, ">= 1, at most 10^7")
+        _require(1 <= self.keep_checkpoints <= 1000, "keep_checkpoints", self.keep_checkpoints,
+                 ">= 1, at most 1000")
         _require(0 <= self.warmup_steps < self.max_steps, "warmup_steps", self.warmup_steps,
                  "0 <= warmup_steps < max_steps")
         _require(self.objective in OBJECTIVES, "objective", self.objective,
                  " or ".join(OBJECTIVES))
+        _require(0 <= self.seed <= MAX_SEED, "seed", self.seed, _SEEDS)
 
 
 @dataclass
@@ -204,7 +230,8 @@ class GpuBounds:
 
     def __post_init__(self) -> None:
         _require(self.min >= 1, "min", self.min, "an integer >= 1")
-        _require(self.max >= self.min, "max", self.max, f"an integer >= min ({self.min})")
+        _require(self.min <= self.max <= 4096, "max", self.max,
+                 f"an integer >= min ({excerpt(self.min)}), at most 4096")
 
 
 @dataclass
@@ -221,11 +248,13 @@ class SlurmOverrides:
     sbatch_args: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        _require(self.time_limit_min is None or self.time_limit_min >= 1, "time_limit_min",
-                 self.time_limit_min, "an integer >= 1 (minutes)")
-        _require(self.mem_gb is None or self.mem_gb > 0, "mem_gb", self.mem_gb, "> 0")
-        _require(self.cpus_per_gpu is None or self.cpus_per_gpu >= 1, "cpus_per_gpu",
-                 self.cpus_per_gpu, ">= 1")
+        _require(self.time_limit_min is None or 1 <= self.time_limit_min <= 525600,
+                 "time_limit_min", self.time_limit_min,
+                 "an integer >= 1 (minutes), at most 525600 (a year)")
+        _require(self.mem_gb is None or 0 < self.mem_gb <= 10**5, "mem_gb", self.mem_gb,
+                 "> 0 and <= 100000")
+        _require(self.cpus_per_gpu is None or 1 <= self.cpus_per_gpu <= 1024, "cpus_per_gpu",
+                 self.cpus_per_gpu, ">= 1, at most 1024")
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -246,6 +275,9 @@ class JobSpec:
     def __post_init__(self) -> None:
         _require(bool(_NAME_RE.match(str(self.name))), "name", self.name,
                  "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        pickled = pickle_weights(Path(self.model)) if path_is(Path(self.model), "is_dir") else []
+        _require(not pickled, "model", self.model, f"a folder with safetensors weights, not "
+                 f"pickles ({', '.join(pickled[:1])}: loading a pickle runs the code it holds)")
         _require(model_reference_ok(self.model), "model", self.model,
                  f"a built-in model ({', '.join(BUILTIN_MODELS)}), a local Hugging Face folder "
                  "with config.json, a .gguf file, or a Hugging Face id (org/name)")
@@ -279,10 +311,10 @@ def model_reference_ok(model: str) -> bool:
         return True
     path = Path(model)
     if path.suffix.lower() == ".gguf":
-        return path.is_file()
-    if (path / "config.json").is_file():
+        return path_is(path, "is_file")
+    if path_is(path / "config.json", "is_file"):
         return True
-    if path.exists() or not _HUB_ID_RE.match(model):
+    if path_is(path, "exists") or not _HUB_ID_RE.match(model):
         return False
     if os.environ.get("HF_HUB_OFFLINE") != "1":
         return True
@@ -293,61 +325,18 @@ def model_reference_ok(model: str) -> bool:
 
 # --- loading ---------------------------------------------------------------------------------
 
-_SIMPLE = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-
-
-def _check_type(value: Any, annotation: Any, path: str) -> Any:
-    """Check a YAML value against a field annotation; ints are accepted where floats are."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_type(value, inner[0], path)
-    if origin is list:
-        if not isinstance(value, list):
-            raise BadInputError(f"{path}: got {value!r}, expected a list")
-        return [_check_type(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise BadInputError(f"{path}: got {value!r}, expected a mapping")
-        return {str(k): _check_type(v, args[1], f"{path}.{k}") for k, v in value.items()}
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadInputError(f"{path}: got {value!r}, expected a number")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadInputError(f"{path}: got {value!r}, expected an integer")
-        return value
-    if annotation is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and path.endswith(
-                "deadline"):
-            raise BadInputError(f"{path}: got {value!r}, expected a duration with a unit, "
-                                "like 90m, or an ISO-8601 time")
-        if not isinstance(value, str):
-            raise BadInputError(f"{path}: got {value!r}, expected a string")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise BadInputError(f"{path}: got {value!r}, expected true or false")
-        return value
-    return value
-
-
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
 def _build(cls: type, data: Any, path: str) -> Any:
     prefix = f"{path}." if path else ""
     if not isinstance(data, dict):
-        raise BadInputError(f"{path or 'spec'}: got {data!r}, expected a mapping")
+        raise BadInputError(f"{path or 'spec'}: got {excerpt(data)}, expected a mapping")
     hints = _HINTS.setdefault(cls, typing.get_type_hints(cls))
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            raise BadInputError(f"{prefix}{key}: unknown key (expected one of: "
+            raise BadInputError(f"{prefix}{key_text(key)}: unknown key (expected one of: "
                                 f"{', '.join(fields)})")
     required = [n for n, f in fields.items()
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -365,7 +354,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
         elif dataclasses.is_dataclass(annotation):
             kwargs[key] = _build(annotation, value if value is not None else {}, f"{prefix}{key}")
         else:
-            kwargs[key] = _check_type(value, annotation, f"{prefix}{key}")
+            kwargs[key] = check_type(value, annotation, f"{prefix}{key}")
     try:
         return cls(**kwargs)
     except SpecFieldError as exc:
@@ -377,7 +366,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     model = data.get("model")
     if isinstance(model, str) and model not in BUILTIN_MODELS and not Path(model).is_absolute():
         candidate = base / model
-        if candidate.exists():
+        if path_is(candidate, "exists"):
             data["model"] = str(candidate.resolve())
     task = data.get("task")
     if isinstance(task, str):
@@ -402,15 +391,11 @@ def spec_from_dict(data: Any, origin: str = "spec", base: Path | None = None) ->
 
 
 def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a job spec file."""
+    """Read and validate a job spec file (within safeload's limits for YAML)."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no such job spec file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"{path}: not valid YAML ({first})") from None
+    data = load_yaml(path, str(path))
     return spec_from_dict(data, origin=str(path), base=path.parent)
 
 

@@ -9,7 +9,8 @@ is arrival + k x the job's duration at a reference GPU count, with k uniform in 
 Convergence file (`--convergence FILE`, JSON):
     {"bank_over_random_median": 0.5, "bank_over_random_sigma": 0.3,
      "random_iterations_median": {"gpt-base": 3000, ...}, "random_iterations_sigma": 0.5}
-Missing keys take DEFAULT_CONVERGENCE. The default ratio 0.5 is an assumption: the Prompt Bank
+Missing keys take DEFAULT_CONVERGENCE. Medians are at most 1e9 iterations and sigmas at most 5
+(beyond, exp() of the noise overflows to infinite iterations). The default ratio 0.5 is an assumption: the Prompt Bank
 benchmark (`benchmarks/bank_convergence.py report --convergence-out FILE`) writes this file from
 measured runs; so far they measured 0.89, with half the runs censored (benchmarks/RESULTS.md).
 
@@ -27,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ptctl.errors import BadInputError
+from ptctl.errors import BadInputError, excerpt
 from ptctl.planner.throughput import ThroughputCurve, ThroughputTable
+from ptctl.safeload import load_json
 from ptctl.sim.traces import SimJob
 
 PROMPT_TUNING_BATCH = 32
@@ -62,29 +64,33 @@ def load_convergence(path: str | Path | None) -> dict:
     if path is None:
         return settings
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadInputError(f"convergence file {path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"convergence file {path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    origin = f"convergence file {path}"
+    if not path.is_file():
+        raise BadInputError(f"{origin}: no such file")
+    data = load_json(path, origin)
     if not isinstance(data, dict):
-        raise BadInputError(f"convergence file {path}: expected a JSON object")
+        raise BadInputError(f"{origin}: expected a JSON object")
     for key, value in data.items():
         if key not in settings:
-            raise BadInputError(f"convergence file {path}: unknown key {key!r}")
+            raise BadInputError(f"{origin}: unknown key {excerpt(key)}")
         if key == "random_iterations_median":
-            if not isinstance(value, dict) or not all(isinstance(v, (int, float)) and v > 0 for v in value.values()):
-                raise BadInputError(f"convergence file {path}: {key} must map models to positive numbers")
+            if not isinstance(value, dict) or not all(_number(v) and 0 < v <= 1e9
+                                                      for v in value.values()):
+                raise BadInputError(f"{origin}: {key} must map models to numbers in (0, 1e9]")
             settings[key].update(value)
-        elif not isinstance(value, (int, float)) or value < 0:
-            raise BadInputError(f"convergence file {path}: {key}={value!r} must be a number >= 0")
+        elif not _number(value) or not 0 <= value <= (5 if key.endswith("sigma") else 1.5):
+            raise BadInputError(f"{origin}: {key}={excerpt(value)} must be a number >= 0 and "
+                                f"<= {5 if key.endswith('sigma') else 1.5}")
         else:
             settings[key] = float(value)
     if not 0 < settings["bank_over_random_median"] <= 1.5:
-        raise BadInputError(f"convergence file {path}: bank_over_random_median="
+        raise BadInputError(f"{origin}: bank_over_random_median="
                             f"{settings['bank_over_random_median']} must be in (0, 1.5]")
     return settings
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

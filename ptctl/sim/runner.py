@@ -16,7 +16,8 @@ from ptctl.planner.policies import get_policy
 from ptctl.sim.engine import simulate
 from ptctl.sim.gen import GenSpec, generate, load_convergence, prompt_tuning_throughputs
 from ptctl.sim.results import SimConfig, SimResult
-from ptctl.sim.traces import SimJob, read_cluster_layout, read_trace, write_ptctl_trace
+from ptctl.sim.traces import (SimJob, check_trace_file, read_cluster_layout, read_trace,
+                              write_ptctl_trace)
 
 
 def is_ptctl_trace(path: str | Path) -> bool:
@@ -37,6 +38,7 @@ def prepare(trace: str | Path, *, gpus: int | None = None, cluster_spec: str | P
     trace = Path(trace)
     if not trace.is_file():
         raise BadInputError(f"trace {trace}: no such file")
+    check_trace_file(trace)
     if (gpus is None) == (cluster_spec is None):
         raise BadInputError("give exactly one of --gpus and --cluster-spec")
     ptctl_format = is_ptctl_trace(trace)

@@ -10,8 +10,9 @@ ptctl prompt-tuning CSV (written by `ptctl sim gen`):
   `iterations` is what the job needs from a random initial prompt, `iterations_bank` from the
   Prompt Bank's initial prompt; times are seconds, the deadline absolute.
 
-Every malformed row raises BadInputError naming the file, the row (its line number, header =
-line 1) and the column.
+Every malformed row raises BadInputError naming the file, the row (the line it starts on,
+header = line 1) and the column; the file itself is read through safeload.read_csv (size limit,
+UTF-8, unclosed quotes, csv's field limit).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptctl.errors import BadInputError
+from ptctl.errors import BadInputError, excerpt
 from ptctl.planner.throughput import ThroughputTable
+from ptctl.safeload import MAX_DATA_BYTES, read_csv, read_text
 
 PTCTL_COLUMNS = ("job_id", "arrival_s", "deadline_s", "model", "iterations", "iterations_bank",
                  "global_batch", "min_gpus", "max_gpus")
@@ -49,6 +51,8 @@ class SimJob:
     max_gpus: int = 64
 
     def __post_init__(self) -> None:
+        if len(self.job_id) > 80:
+            raise BadInputError(f"job {excerpt(self.job_id)}: job_id longer than 80 characters")
         if not (self.arrival_s >= 0 and math.isfinite(self.arrival_s)):
             raise BadInputError(f"job {self.job_id}: arrival_s={self.arrival_s} must be >= 0")
         if not self.deadline_s > self.arrival_s:
@@ -82,11 +86,11 @@ class _Row:
         try:
             value = float(raw)
         except ValueError:
-            raise self.fail(column, f"{raw!r} is not a number") from None
+            raise self.fail(column, f"{excerpt(raw)} is not a number") from None
         if not math.isfinite(value):
-            raise self.fail(column, f"{raw!r} is not finite")
+            raise self.fail(column, f"{excerpt(raw)} is not finite")
         if minimum is not None and value < minimum:
-            raise self.fail(column, f"{raw} must be >= {minimum:g}")
+            raise self.fail(column, f"{excerpt(raw)[1:-1]} must be >= {minimum:g}")
         return value
 
     def integer(self, column: str, minimum: int = 1) -> int:
@@ -96,14 +100,16 @@ class _Row:
         return int(value)
 
 
-def _open_rows(path: Path):
+def _open_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     if not path.is_file():
         raise BadInputError(f"trace {path}: no such file")
-    f = open(path, newline="")
-    reader = csv.DictReader(f)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
-    return f, reader, header
+    return read_csv(path, path.name)
+
+
+def check_trace_file(path: Path) -> None:
+    """A trace's size and encoding, checked before its header is sniffed as text."""
+    if path.is_file():
+        read_text(path, path.name, MAX_DATA_BYTES)
 
 
 def read_trace(path: str | Path, throughputs: ThroughputTable | None = None) -> list[SimJob]:
@@ -111,18 +117,17 @@ def read_trace(path: str | Path, throughputs: ThroughputTable | None = None) -> 
 
     With `throughputs`, a model/batch with no throughput table is an error naming the row."""
     path = Path(path)
-    f, reader, header = _open_rows(path)
-    with f:
-        if "arrival_s" in header:
-            jobs = _read_ptctl(path, reader, header, throughputs)
-        else:
-            jobs = _read_elasticflow(path, reader, header, throughputs)
+    header, rows = _open_rows(path)
+    if "arrival_s" in header:
+        jobs = _read_ptctl(path, rows, header, throughputs)
+    else:
+        jobs = _read_elasticflow(path, rows, header, throughputs)
     if not jobs:
         raise BadInputError(f"{path.name}: no jobs")
     seen: set[str] = set()
     for job in jobs:
         if job.job_id in seen:
-            raise BadInputError(f"{path.name}: job_id {job.job_id!r} appears twice")
+            raise BadInputError(f"{path.name}: job_id {excerpt(job.job_id)} appears twice")
         seen.add(job.job_id)
     return sorted(jobs, key=lambda j: (j.arrival_s, j.job_id))
 
@@ -131,24 +136,29 @@ def _check_model(row: _Row, model_col: str, batch_col: str, model: str, batch: i
                  throughputs: ThroughputTable | None) -> None:
     if throughputs is not None and not throughputs.has(model, batch):
         known = sorted({m for m, _ in throughputs.curves})
-        raise row.fail(model_col, f"unknown model {model!r} with {batch_col}={batch} "
+        raise row.fail(model_col, f"unknown model {excerpt(model)} with {batch_col}={batch} "
                                   f"(throughput tables: {', '.join(known)})")
 
 
-def _read_elasticflow(path: Path, reader, header: list[str],
+def _header(header: list[str]) -> str:
+    return excerpt(",".join(header))[1:-1]
+
+
+def _read_elasticflow(path: Path, rows, header: list[str],
                       throughputs: ThroughputTable | None) -> list[SimJob]:
     columns = {}
     for role, spellings in _EF_SPELLINGS.items():
         found = [s for s in spellings if s in header]
         if not found:
             raise BadInputError(f"{path.name}: missing column '{spellings[0]}' (or "
-                                f"'{spellings[1]}'); header is {','.join(header)}")
+                                f"'{spellings[1]}'); header is {_header(header)}")
         columns[role] = found[0]
     for column in _EF_REQUIRED:
         if column not in header:
-            raise BadInputError(f"{path.name}: missing column '{column}'; header is {','.join(header)}")
+            raise BadInputError(f"{path.name}: missing column '{column}'; header is "
+                                f"{_header(header)}")
     jobs = []
-    for line, raw in enumerate(reader, start=2):
+    for line, raw in rows:
         row = _Row(path, line, raw)
         arrival = row.number(columns["arrival"])
         deadline = row.number(columns["deadline"])
@@ -168,13 +178,14 @@ def _read_elasticflow(path: Path, reader, header: list[str],
     return jobs
 
 
-def _read_ptctl(path: Path, reader, header: list[str],
+def _read_ptctl(path: Path, rows, header: list[str],
                 throughputs: ThroughputTable | None) -> list[SimJob]:
     missing = [c for c in PTCTL_COLUMNS if c not in header]
     if missing:
-        raise BadInputError(f"{path.name}: missing column '{missing[0]}'; header is {','.join(header)}")
+        raise BadInputError(f"{path.name}: missing column '{missing[0]}'; header is "
+                            f"{_header(header)}")
     jobs = []
-    for line, raw in enumerate(reader, start=2):
+    for line, raw in rows:
         row = _Row(path, line, raw)
         arrival = row.number("arrival_s")
         deadline = row.number("deadline_s")
@@ -214,13 +225,11 @@ def read_cluster_layout(path: str | Path) -> tuple[int, int, int]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"cluster spec {path}: no such file")
-    f, reader, header = _open_rows(path)
-    with f:
-        for column in ("num_switch", "num_node_p_switch", "num_gpu_p_node"):
-            if column not in header:
-                raise BadInputError(f"{path.name}: missing column '{column}'")
-        rows = list(reader)
+    header, rows = _open_rows(path)
+    for column in ("num_switch", "num_node_p_switch", "num_gpu_p_node"):
+        if column not in header:
+            raise BadInputError(f"{path.name}: missing column '{column}'")
     if len(rows) != 1:
         raise BadInputError(f"{path.name}: expected one data row, found {len(rows)}")
-    row = _Row(path, 2, rows[0])
+    row = _Row(path, *rows[0])
     return row.integer("num_switch"), row.integer("num_node_p_switch"), row.integer("num_gpu_p_node")

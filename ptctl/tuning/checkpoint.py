@@ -7,7 +7,9 @@
 A checkpoint is written in a hidden temp folder, fsynced, then renamed to step_N: a process
 killed mid-write leaves only a temp folder (cleared by the next save) and the previous step_N
 intact. Loading checks every checksum, so a truncated or edited file is a CorruptFileError
-naming it, never a silently wrong resume. No pickle anywhere.
+naming it, never a silently wrong resume; a record whose checksum holds but whose fields are
+missing or mistyped (written by hand, or by another version) names the field. No pickle
+anywhere.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ptctl.errors import CorruptFileError
+from ptctl.errors import CorruptFileError, excerpt
 from ptctl.fsutil import fsync_dir
+from ptctl.safeload import MAX_RECORD_BYTES, load_json
 
 FORMAT = "ptctl-checkpoint/1"
 TENSORS = "tensors.safetensors"
@@ -54,11 +57,18 @@ def _split(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
 def _join(obj: Any, tensors: dict[str, torch.Tensor], where: Path) -> Any:
     if isinstance(obj, dict):
         if set(obj) == {"__tensor__"}:
-            if obj["__tensor__"] not in tensors:
-                raise CorruptFileError(f"{where / TENSORS}: missing tensor {obj['__tensor__']}")
+            if not isinstance(obj["__tensor__"], str) or obj["__tensor__"] not in tensors:
+                raise CorruptFileError(f"{where / TENSORS}: missing tensor "
+                                       f"{excerpt(obj['__tensor__'])}")
             return tensors[obj["__tensor__"]]
         if set(obj) == {"__items__"}:
-            return {k: _join(v, tensors, where) for k, v in obj["__items__"]}
+            items = obj["__items__"]
+            if not isinstance(items, list) or not all(
+                    isinstance(i, list) and len(i) == 2 and isinstance(i[0], (str, int, float))
+                    for i in items):
+                raise CorruptFileError(f"{where / RECORD}: an __items__ entry is not a list of "
+                                       "[key, value] pairs")
+            return {k: _join(v, tensors, where) for k, v in items}
         return {k: _join(v, tensors, where) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_join(v, tensors, where) for v in obj]
@@ -130,20 +140,39 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+_MAX_STATE_DEPTH = 64  # optimizer state nests ~6 deep; far more is damage, not a record
+# record field (a key path: TENSORS holds a dot) -> type, what it must be
+_FIELDS = [(("step",), int, "an integer"), (("state",), dict, "a mapping"),
+           (("files",), dict, "a mapping"), (("files", TENSORS), dict, "a mapping"),
+           (("files", TENSORS, "sha256"), str, "a sha256 string"),
+           (("files", TENSORS, "bytes"), int, "an integer")]
+
+
+def _check_fields(record: dict, record_path: Path) -> None:
+    """Each field load_checkpoint reads is there with its type, else the error names it."""
+    for keys, kind, what in _FIELDS:
+        node: Any = record
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, kind) or isinstance(node, bool):
+            raise CorruptFileError(f"{record_path}: field {'.'.join(keys)!r} is "
+                                   f"{'missing' if node is None else excerpt(node)}, "
+                                   f"expected {what}")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The state saved in `path` (a step_N folder), after checking both files' checksums."""
     record_path = path / RECORD
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CorruptFileError(f"{record_path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{record_path}: not valid JSON ({exc})") from None
+    if not record_path.is_file():
+        raise CorruptFileError(f"{record_path}: missing")
+    record = load_json(record_path, str(record_path), MAX_RECORD_BYTES, CorruptFileError,
+                       allow_nan=True, max_depth=_MAX_STATE_DEPTH)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CorruptFileError(f"{record_path}: not a {FORMAT} record")
     claimed = record.pop("sha256", None)
     if claimed != _sha256(_canonical(record)):
         raise CorruptFileError(f"{record_path}: checksum mismatch (edited or damaged)")
+    _check_fields(record, record_path)
     tensors_path = path / TENSORS
     try:
         blob = tensors_path.read_bytes()

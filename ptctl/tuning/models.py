@@ -9,7 +9,9 @@ once into plain folders under the model cache:
 
 Each cached folder is built in a temp folder next to it and renamed into place, under a file
 lock, so that N ranks starting together convert once and never see a half-written folder.
-Remote code is never trusted (`trust_remote_code=False` everywhere).
+Remote code is never trusted (`trust_remote_code=False` everywhere) and weights load from
+safetensors only: a folder whose weights are pickles (`pytorch_model.bin`, `.pt`, ...) is
+refused by name, since unpickling runs whatever code the file holds.
 """
 
 from __future__ import annotations
@@ -23,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ptctl.errors import BadInputError
+from ptctl.errors import BadInputError, excerpt
 from ptctl.fsutil import file_lock, fsync_dir
 from ptctl.jobs.catalog import BUILTIN_MODELS
+from ptctl.safeload import pickle_weights
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 @dataclass(frozen=True)
 class ModelIdentity:
     """What a soft prompt is tied to: a prompt only fits a model with the same hidden size."""
@@ -74,6 +75,10 @@ def resolve_model(ref: str) -> str:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise BadInputError(f"{ref}: not a Hugging Face model folder (no config.json)")
+        pickled = pickle_weights(path)
+        if pickled:
+            raise BadInputError(f"{ref}: weights in {pickled[0]} are a pickle; ptctl loads "
+                                "safetensors only (save_pretrained writes them)")
         return str(path.resolve())
     if path.exists() or ref.startswith((".", "/", "~")):
         raise BadInputError(f"{ref}: not a model folder, a .gguf file, or a built-in model "
@@ -121,11 +126,11 @@ def load_base_model(ref: str, device: str = "cpu", dtype: str = "float32"):
     folder = resolve_model(ref)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False,
-                                                     dtype=dtype)
+                                                     use_safetensors=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"model {ref}: cannot load ({first})") from None
+        raise BadInputError(f"model {ref}: cannot load ({excerpt(first, 200)[1:-1]})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.requires_grad_(False)
