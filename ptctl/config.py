@@ -133,6 +133,8 @@ class Profile:
     mem_gb: float | None = None
     setup: list[str] = field(default_factory=list)
     sbatch_args: dict[str, str] = field(default_factory=dict)
+    mail_type: str | None = None  # sbatch --mail-type / --mail-user
+    mail_user: str | None = None
     checkpoint_s: float = 5.0
     queue_wait_s: float = 15.0
     start_s: float = 10.0

@@ -62,9 +62,11 @@ class Backend(Protocol):
     def ping(self) -> None:
         """Raise SlurmUnreachableError unless the backend can take work now."""
 
-    def submit(self, task: Callable[[], Any], *, folder: Path, gpus: int, name: str) -> str:
+    def submit(self, task: Callable[[], Any], *, folder: Path, gpus: int, name: str,
+               comment: str = "") -> str:
         """Submit `task` as one attempt with `gpus` GPUs; its id. Logs go under `folder`
-        ("%j" stands for the attempt id)."""
+        ("%j" stands for the attempt id); `comment` says whose it is and why (sbatch
+        --comment)."""
 
     def poll(self, attempt_ids: list[str]) -> dict[str, AttemptStatus]:
         """The states of the attempts the backend knows, with one query for all of them."""
@@ -102,7 +104,7 @@ class SubmititBackend:
     def __init__(self, profile: Profile):
         self.profile = profile
 
-    def executor_parameters(self, gpus: int, name: str) -> dict[str, Any]:
+    def executor_parameters(self, gpus: int, name: str, comment: str = "") -> dict[str, Any]:
         """submitit parameters for one attempt: one task per GPU, the profile's settings."""
         nodes, per_node = node_layout(gpus, self.profile.gpus_per_node)
         return {
@@ -115,12 +117,13 @@ class SubmititBackend:
             "slurm_signal_delay_s": self.profile.signal_lead_s,
         }
 
-    def submit(self, task: Callable[[], Any], *, folder: Path, gpus: int, name: str) -> str:
+    def submit(self, task: Callable[[], Any], *, folder: Path, gpus: int, name: str,
+               comment: str = "") -> str:
         import submitit
 
         # Requeues are ptctl's business (time limits on long jobs come again and again): do
         # not let submitit's default of 3 timeouts end a job.
         executor = submitit.AutoExecutor(folder=folder, cluster=self.executor,
                                          slurm_max_num_timeout=1000)
-        executor.update_parameters(**self.executor_parameters(gpus, name))
+        executor.update_parameters(**self.executor_parameters(gpus, name, comment))
         return str(executor.submit(task).job_id)

@@ -17,8 +17,8 @@ class LocalBackend(SubmititBackend):
     executor = "local"
     multi_node = False
 
-    def executor_parameters(self, gpus: int, name: str) -> dict[str, Any]:
-        params = super().executor_parameters(gpus, name)
+    def executor_parameters(self, gpus: int, name: str, comment: str = "") -> dict[str, Any]:
+        params = super().executor_parameters(gpus, name, comment)
         if self.profile.setup:
             params["local_setup"] = list(self.profile.setup)
         return params

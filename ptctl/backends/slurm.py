@@ -216,13 +216,17 @@ class SlurmBackend(SubmititBackend):
     executor = "slurm"
     multi_node = True
 
-    def executor_parameters(self, gpus: int, name: str) -> dict[str, Any]:
-        params = super().executor_parameters(gpus, name)
+    def executor_parameters(self, gpus: int, name: str, comment: str = "") -> dict[str, Any]:
+        params = super().executor_parameters(gpus, name, comment)
         profile = self.profile
         # A rank that exits with an error ends the attempt: its peers would otherwise wait in
         # a collective until the time limit, and rebalance would never see the attempt end.
         params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
-        for key in ("partition", "account", "qos"):
+        # sacct -W ptctl / squeue -o %k find ptctl's jobs (submitit's default is "submitit").
+        params["slurm_wckey"] = "ptctl"
+        if comment:
+            params["slurm_comment"] = comment
+        for key in ("partition", "account", "qos", "mail_type", "mail_user"):
             value = getattr(profile, key)
             if value:
                 params[f"slurm_{key}"] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json as jsonlib
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from ptctl.config import Config, load_profile
 from ptctl.errors import BadInputError, NotFoundError
 from ptctl.jobs.progress import Progress
 from ptctl.jobs.registry import Registry
-from ptctl.jobs.spec import load_spec
+from ptctl.jobs.spec import JobSpec, SlurmOverrides, SpecFieldError, load_spec, slurm_minutes
 
 ProfileOpt = Annotated[str, typer.Option("--profile",
                                           help="Cluster profile name or YAML path.")]
@@ -46,14 +47,28 @@ def submit(
                                                                     "cannot be met.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Stay until the job ends, rebalancing "
                                                       "every few seconds.")] = False,
+    parsable: Annotated[bool, typer.Option("--parsable", help="Print only the job id (as "
+                                           "sbatch --parsable; -q does too).")] = False,
+    partition: Annotated[str, typer.Option("--partition", "-p", help="Slurm partition for "
+                                           "this job.")] = None,
+    time_limit: Annotated[str, typer.Option("--time", "-t", help="Time limit of each Slurm "
+                                            "job: minutes or [D-]HH:MM:SS.")] = None,
+    mail_type: Annotated[str, typer.Option("--mail-type", help="sbatch --mail-type, e.g. "
+                                           "END,FAIL.")] = None,
+    mail_user: Annotated[str, typer.Option("--mail-user", help="sbatch --mail-user.")] = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Validate a job spec, pick its initial prompt, plan its GPUs against the deadline, launch."""
+    """Validate a job spec, pick its initial prompt, plan its GPUs against the deadline, launch.
+
+    --partition, --time and --mail-* override the spec's `slurm:` section and are stored in the
+    job's spec, so every later attempt (resize, retry, requeue) keeps them."""
     from ptctl.scheduler import admission, control
 
-    out = Output(json_mode=json, quiet=quiet)
+    out = Output(json_mode=json, quiet=quiet)  # --parsable: warnings still on stderr
     spec = load_spec(spec_file)
+    _apply_overrides(spec, {"partition": partition, "time_limit_min": _minutes(time_limit),
+                            "mail_type": mail_type, "mail_user": mail_user})
     cfg = common.config(profile=profile)
     prof = load_profile(cfg).with_overrides(spec.slurm.as_dict())
     plan = admission.submit(cfg, prof, spec, origin=str(spec_file), best_effort=best_effort,
@@ -65,6 +80,9 @@ def submit(
                        f"{plan['deadline']}")
         return
     job_id, gpus = plan["job_id"], plan["launched_gpus"]
+    if (parsable or quiet) and not json:
+        typer.echo(job_id)
+        out.quiet = True
     human = (f"{job_id}: " + (f"launched on {gpus} GPU(s) as {plan['slurm_job_id']}"
                               if gpus else "queued (rebalance starts it when GPUs free)") +
              f"; deadline {plan['deadline']}, predicted finish {plan['predicted_finish']}")
@@ -78,6 +96,28 @@ def submit(
             raise typer.Exit(1)
         return
     out.emit(plan, human=human)
+
+
+_FLAGS = {"partition": "--partition", "time_limit_min": "--time", "mail_type": "--mail-type",
+          "mail_user": "--mail-user"}
+
+
+def _minutes(text: str | None) -> int | None:
+    if text is None:
+        return None
+    minutes = slurm_minutes(text)
+    if not minutes:
+        raise BadInputError(f"--time: got {text!r}, expected minutes or [D-]HH:MM:SS (> 0)")
+    return minutes
+
+
+def _apply_overrides(spec: JobSpec, given: dict[str, Any]) -> None:
+    """Command-line values over the spec's `slurm:` section, validated as the spec's are."""
+    given = {k: v for k, v in given.items() if v is not None}
+    try:
+        spec.slurm = SlurmOverrides(**(dataclasses.asdict(spec.slurm) | given))
+    except SpecFieldError as exc:
+        raise BadInputError(f"{_FLAGS[exc.field_name]}: {exc.detail}") from None
 
 
 def _progress_line(job_id: str, progress: Progress) -> str:
@@ -94,13 +134,21 @@ def _status_table(out: Output, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         acc = r["metrics"].get("accuracy") if r["metrics"] else None
         table.append((
-            r["job_id"], r["phase"], r["slurm_state"] or "-", r["gpus"],
+            r["job_id"], r["phase"] + ("(held)" if r.get("held") else ""),
+            r["slurm_state"] or "-",
+            _gpus_cell(r["gpus"], r.get("pinned_gpus")),
             f"{r['step']}/{r['max_steps']}",
             f"{acc:.3f} / {r['target']}" if acc is not None else f"- / {r['target']}",
             _human_delta(r["slack_s"]), r["eta"][11:19] if r["eta"] else "-",
             "LATE" if r["predicted_violation"] else "ok"))
     out.table(["job", "phase", "slurm", "gpus", "step", "metric / target", "slack", "eta",
                "risk"], table, data=rows)
+
+
+def _gpus_cell(gpus: int, pinned: int | None) -> str:
+    if pinned is None:
+        return str(gpus)
+    return f"{gpus}(pinned)" if gpus == pinned else f"{gpus}(pinned:{pinned})"
 
 
 def status(
@@ -173,24 +221,56 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job to cancel.")],
 
 
 def resize(job_id: Annotated[str, typer.Argument(help="A running job.")],
-           gpus: Annotated[int, typer.Option("--gpus", help="The new GPU count.")],
+           gpus: Annotated[int, typer.Option("--gpus", help="The new GPU count.")] = None,
+           pin: Annotated[bool, typer.Option("--pin/--unpin", help="Hold the count against "
+                                             "rebalances (--pin), or give it back to the "
+                                             "policy (--unpin).")] = None,
            wait_s: Annotated[float, typer.Option("--wait-s", help="How long to wait for the "
                                                  "checkpoint before leaving the relaunch to "
                                                  "rebalance.")] = 120.0,
            json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Checkpoint a running job and resubmit it with another GPU count."""
+    """Checkpoint a running job and resubmit it with another GPU count; --pin keeps a count
+    (the current one, or --gpus N) through rebalances until --unpin."""
     from ptctl.scheduler import control
 
+    if gpus is None and pin is None:
+        raise BadInputError("resize: give --gpus N, --pin or --unpin")
     out = Output(json_mode=json, quiet=quiet)
     cfg = common.config()
     registry = _registry(cfg)
     prof = control.job_profile(cfg, registry.load(job_id))
-    tick = control.resize(registry, job_id, gpus, prof, wait_s)
+    tick = control.resize(registry, job_id, gpus, prof, wait_s, pin=pin)
     state = registry.load(job_id)
     out.emit({"job_id": job_id, "actions": tick.actions, "gpus": state.gpus,
-              "phase": state.phase},
-             human=f"{job_id}: " + ("; ".join(f"{a['action']} {a.get('gpus_to', a.get('gpus'))}"
-                                              for a in tick.actions) or "unchanged"))
+              "pinned_gpus": state.pinned_gpus, "phase": state.phase},
+             human=f"{job_id}: " + ("; ".join(_action_text(a) for a in tick.actions)
+                                    or "unchanged"))
+
+
+def _action_text(action: dict[str, Any]) -> str:
+    if action["action"] == "unpin":
+        return "unpinned"
+    return f"{action['action']} {action.get('gpus_to', action.get('gpus'))}"
+
+
+def hold(job_id: Annotated[str, typer.Argument(help="The job to hold.")],
+         json: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Keep rebalances from starting or resizing a job; a running attempt keeps running."""
+    _set_held(job_id, True, json, quiet)
+
+
+def release(job_id: Annotated[str, typer.Argument(help="A held job.")],
+            json: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Give a held job back to rebalances (the next one may start or resize it)."""
+    _set_held(job_id, False, json, quiet)
+
+
+def _set_held(job_id: str, held: bool, json: bool, quiet: bool) -> None:
+    from ptctl.scheduler import control
+
+    state = control.set_held(_registry(common.config()), job_id, held)
+    Output(json_mode=json, quiet=quiet).emit(
+        state.to_dict(), human=f"{job_id}: {'held' if held else 'released'} ({state.phase})")
 
 
 def logs(job_id: Annotated[str, typer.Argument(help="The job.")],
@@ -253,5 +333,7 @@ def register(app: typer.Typer) -> None:
     app.command("ls")(ls)
     app.command("cancel")(cancel)
     app.command("resize")(resize)
+    app.command("hold")(hold)
+    app.command("release")(release)
     app.command("logs")(logs)
     app.command("result")(result)

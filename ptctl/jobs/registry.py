@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -65,6 +66,11 @@ class JobState:
     pending_resize: dict[str, Any] | None = None
     init_prompt_id: str | None = None
     best_effort: bool = False
+    # Set by the user, obeyed by rounds: a pinned job keeps this GPU count; a held job is
+    # neither started nor resized (a running one keeps running).
+    pinned_gpus: int | None = None
+    held: bool = False
+    spec_digest: str | None = None  # the submitted spec's content, to spot a duplicate submit
     failures: int = 0
     errors: list[str] = field(default_factory=list)
     version: int = 0
@@ -177,6 +183,13 @@ class Registry:
             JobState.from_dict(state.to_dict())  # validate before it lands
             atomic_write_json(paths.state, state.to_dict())
         return state
+
+    def submitted_since(self, spec_digest: str, seconds: float) -> JobState | None:
+        """The newest job registered within `seconds` from a spec of this content, if any."""
+        since = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+        same = [s for s in self.all() if s.spec_digest == spec_digest
+                and datetime.fromisoformat(s.created_at) >= since]
+        return max(same, key=lambda s: s.created_at, default=None)
 
     def read_progress(self, job_id: str) -> Progress | None:
         """The job's last progress record; None before the first one."""

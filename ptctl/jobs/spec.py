@@ -234,6 +234,26 @@ class GpuBounds:
                  f"an integer >= min ({excerpt(self.min)}), at most 4096")
 
 
+MAIL_TYPES = {"NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT",
+              "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS"}
+_SLURM_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def slurm_minutes(text: str) -> int | None:
+    """sbatch --time's forms (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S) in whole minutes, rounded
+    up; None when `text` is none of them."""
+    m = _SLURM_TIME_RE.match(text.strip())
+    if not m:
+        return None
+    days, parts = m.group(1), [int(p) for p in m.groups()[1:] if p is not None]
+    if days is not None:  # D-H[:M[:S]]
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+        hours += int(days) * 24
+    else:  # M[:S] or H:M:S
+        hours, minutes, seconds = parts if len(parts) == 3 else [0] + (parts + [0])[:2]
+    return hours * 60 + minutes + (1 if seconds else 0)
+
+
 @dataclass
 class SlurmOverrides:
     """Per-job overrides of the cluster profile (None = the profile's value)."""
@@ -246,8 +266,12 @@ class SlurmOverrides:
     cpus_per_gpu: int | None = None
     setup: list[str] | None = None
     sbatch_args: dict[str, str] | None = None
+    mail_type: str | None = None
+    mail_user: str | None = None
 
     def __post_init__(self) -> None:
+        _require(self.mail_type is None or set(self.mail_type.upper().split(",")) <= MAIL_TYPES,
+                 "mail_type", self.mail_type, "Slurm mail types, e.g. END,FAIL")
         _require(self.time_limit_min is None or 1 <= self.time_limit_min <= 525600,
                  "time_limit_min", self.time_limit_min,
                  "an integer >= 1 (minutes), at most 525600 (a year)")

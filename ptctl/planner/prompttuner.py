@@ -11,6 +11,10 @@ from ptctl.planner.gpu_need import ClusterModel, gpu_need
 from ptctl.planner.interface import JobView, Policy, _decision, _largest_fitting
 from ptctl.planner.timeline import _EfJob, _min_share, _Steps
 
+# The job memory key of its last resize time: a resize the user asks for sets it too, so the
+# hysteresis (`hold_s`) protects a manual resize as it does the policy's own.
+LAST_RESIZE = "last_resize_s"
+
 
 @dataclass(frozen=True)
 class PromptTunerSettings:
@@ -111,7 +115,7 @@ class PromptTunerPolicy(Policy):
             finish = None
             if g:
                 finish = now_s + cluster.transition_s(job.gpus, g, job.warm) + remaining / job.rate(g)
-            update = {"last_resize_s": now_s} if g != job.gpus else {}
+            update = {LAST_RESIZE: now_s} if g != job.gpus else {}
             if job.job_id in committed and committed[job.job_id] != job.memory.get("pt_committed"):
                 update["pt_committed"] = committed[job.job_id]
             reason = ("least-slack minimal share" if feasible_job else "cannot meet deadline: best effort")
@@ -228,7 +232,7 @@ class PromptTunerPolicy(Policy):
     def _reclaim(self, job: JobView, need: int, remaining: float, now_s: float,
                  cluster: ClusterModel) -> int:
         """Downsize only when it pays for its resize and the job has held its size long enough."""
-        if now_s - job.memory.get("last_resize_s", -math.inf) < self.settings.hold_s:
+        if now_s - job.memory.get(LAST_RESIZE, -math.inf) < self.settings.hold_s:
             return job.gpus
         cost = cluster.transition_s(job.gpus, need, job.warm) * need
         saved = job.gpus * remaining / job.rate(job.gpus) - need * remaining / job.rate(need)

@@ -7,6 +7,8 @@ it starts at once on the GPUs that are free now, counted by the rule the rounds 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -15,11 +17,15 @@ from ptctl.config import Config, Profile
 from ptctl.errors import BadInputError
 from ptctl.jobs.registry import JobState, Registry
 from ptctl.jobs.spec import JobSpec, resolved_spec_dict
+from ptctl.scheduler.limits import check_spec
 from ptctl.scheduler.round import Tick, launch_or_record, round_lock
 from ptctl.scheduler.views import (LiveJob, held_gpus, iso, job_view, load_live_jobs, plan,
                                    poll_attempts)
 
 Say = Callable[[str], None]
+# A second submit of the same spec content within this long is warned about (a retyped
+# command, a script run twice); it still goes through.
+DUPLICATE_WINDOW_S = 600.0
 
 
 def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
@@ -31,21 +37,23 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
     deadline = spec.deadline_at(now)
     if deadline <= now:
         raise BadInputError(f"{origin}: deadline: {deadline.isoformat()} is in the past")
+    check_spec(origin, spec.to_dict(), profile, warn)
     backend_for(profile).ping()
     choice = _initial_prompt(cfg, spec, info, warn)
     predicted = choice["predicted_steps"] if choice else spec.training.max_steps
     registry = Registry(cfg.home)
     spec_dict = resolved_spec_dict(spec, now)
+    digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
+    earlier = registry.submitted_since(digest, DUPLICATE_WINDOW_S)
+    if earlier is not None and warn:
+        warn(f"{origin}: the same spec was submitted as job {earlier.job_id} at "
+             f"{earlier.created_at}; submitting it again")
     with round_lock(registry):
         jobs = load_live_jobs(registry)
         poll_attempts(jobs, profile)
         draft = LiveJob(JobState(job_id="new-job-0000", name=spec.name, created_at=now.isoformat(),
                                  estimates={"predicted_steps": predicted}), spec_dict, None)
-        view = job_view(draft, profile)
-        if view is None:
-            raise BadInputError(f"{origin}: gpus: no GPU count in [{spec.gpus.min}, "
-                                f"{spec.gpus.max}] fits profile {profile.name} (budget "
-                                f"{profile.gpu_budget}, {profile.gpus_per_node} per node)")
+        view = job_view(draft, profile)  # not None: check_spec found a count that fits
         decision = plan(jobs, profile, cfg.policy, now.timestamp(), extra=[view])[-1]
         feasible = decision.action not in ("infeasible", "decline")
         answer = {"gpus": decision.gpus, "action": decision.action, "reason": decision.reason,
@@ -64,6 +72,7 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
         files = {"init_prompt.safetensors": choice["prompt_bytes"]} if choice else None
         state = registry.create(
             spec.name, spec_dict, files=files, profile=profile.ref, best_effort=best_effort,
+            spec_digest=digest,
             init_prompt_id=answer["init_prompt_id"],
             estimates={"predicted_steps": predicted, "planned_gpus": decision.gpus})
         free = profile.gpu_budget - sum(held_gpus(j) for j in jobs)

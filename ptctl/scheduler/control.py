@@ -13,7 +13,9 @@ from ptctl.jobs.progress import Progress
 from ptctl.fsutil import utcnow
 from ptctl.jobs.registry import JobState, Registry
 from ptctl.scheduler.round import Tick, complete_resizes, rebalance_once, request_resize, round_lock
-from ptctl.scheduler.views import ENDED_ATTEMPT_STATES, HOLDING, LiveJob, allowed_gpus
+from ptctl.planner.prompttuner import LAST_RESIZE
+from ptctl.scheduler.limits import GpuLimits
+from ptctl.scheduler.views import ENDED_ATTEMPT_STATES, HOLDING, LiveJob
 
 
 def job_profile(cfg: Config, state: JobState) -> Profile:
@@ -37,26 +39,61 @@ def cancel(registry: Registry, job_id: str, profile: Profile) -> JobState:
     return state
 
 
-def resize(registry: Registry, job_id: str, gpus: int, profile: Profile,
-           wait_s: float) -> Tick:
+def resize(registry: Registry, job_id: str, gpus: int | None, profile: Profile,
+           wait_s: float, pin: bool | None = None) -> Tick:
     """Checkpoint a running job and relaunch it at `gpus`, waiting up to `wait_s` for the
-    checkpoint before leaving the relaunch to the next round."""
+    checkpoint before leaving the relaunch to the next round; `pin` pins (True) or unpins
+    (False) the job's count. A pinned job resized by hand stays pinned at its new count."""
     with round_lock(registry):
         state = registry.load(job_id)
         spec = registry.load_spec(job_id)
-        allowed = allowed_gpus(spec, profile)
-        if gpus not in allowed:
-            raise BadInputError(f"--gpus: got {gpus}, expected one of "
-                                f"{', '.join(map(str, allowed))} for job {job_id}")
-        if state.phase not in HOLDING or state.pending_resize:
+        if state.is_terminal:
+            raise PtctlError(f"job {job_id} is {state.phase}: nothing to resize or pin")
+        if gpus is not None:
+            limits = GpuLimits.of(spec, profile)
+            why = limits.why_not(gpus)
+            if why:
+                raise BadInputError(f"--gpus: {gpus} GPUs not allowed for job {job_id}: {why} "
+                                    f"({limits.summary()})")
+        current = state.pending_resize["gpus"] if state.pending_resize else state.gpus
+        pin_queued = bool(pin) and gpus is not None and state.phase == Phase.QUEUED
+        if gpus is not None and not pin_queued and (
+                state.phase not in HOLDING or state.pending_resize):
             raise PtctlError(f"job {job_id} is {state.phase}: only a pending or running job "
                              "without a resize under way can be resized")
+        if pin and gpus is None and current == 0:
+            raise PtctlError(f"job {job_id} is {state.phase}: give --gpus N to pin it")
+        pinned = state.pinned_gpus
+        if pin is not None or pinned is not None:
+            pinned = None if pin is False else (gpus if gpus is not None else current)
         tick = Tick(now=time.time())
-        if gpus != state.gpus:
-            job = LiveJob(state, spec, None)
+        moving = gpus is not None and not pin_queued and gpus != state.gpus
+
+        def record(st: JobState) -> None:
+            st.pinned_gpus = pinned
+            if moving:  # counts as a resize for the policy's hysteresis
+                st.policy_memory[LAST_RESIZE] = tick.now
+
+        job = LiveJob(registry.update(job_id, record), spec, None)
+        if moving:
             request_resize(registry, job, gpus, profile, tick)
             complete_resizes(registry, [job], profile, tick, wait_s=wait_s)
+        if pin is not None:
+            tick.act(job_id, "pin" if pin else "unpin", gpus=pinned)
     return tick
+
+
+def set_held(registry: Registry, job_id: str, held: bool) -> JobState:
+    """Hold a job (rounds neither start nor resize it; a running attempt keeps running) or
+    release it. Under the round lock: no round in progress acts on the old flag."""
+
+    def change(st: JobState) -> None:
+        if st.is_terminal:
+            raise PtctlError(f"job {job_id} is {st.phase}: nothing to hold or release")
+        st.held = held
+
+    with round_lock(registry):
+        return registry.update(job_id, change)
 
 
 def wait_until_ended(cfg: Config, profile: Profile, job_id: str,

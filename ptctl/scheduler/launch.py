@@ -3,9 +3,10 @@
 One launch = one attempt with a fixed GPU count and one task per GPU. A resize is
 checkpoint-and-resubmit: the running attempt checkpoints on SIGUSR2 and stops, and a new attempt
 is submitted with the new count (submitit's own requeue keeps the same resources, so it cannot
-resize). Each attempt gets a unique name, `ptctl-<job_id>-a<N>`, so that a launch whose record
-was lost (a rebalance killed between `sbatch` and the registry write) is found again by name
-instead of being submitted twice.
+resize). Each attempt gets a unique name, `<job_id>.a<N>`, so that a launch whose record was
+lost (a rebalance killed between `sbatch` and the registry write) is found again by name
+instead of being submitted twice. The job id comes first because squeue's default NAME column
+shows 8 characters; ptctl's mark is in the comment (`ptctl:<job_id>:<purpose>`) and the wckey.
 """
 
 from __future__ import annotations
@@ -20,11 +21,23 @@ from ptctl.scheduler.worker import TuningTask
 
 
 def attempt_name(job_id: str, attempt_index: int) -> str:
-    return f"ptctl-{job_id}-a{attempt_index}"
+    return f"{job_id}.a{attempt_index}"
+
+
+def purpose(state: JobState) -> str:
+    """Why this attempt is launched: the first start (or a resume after a requeue), a resize,
+    or a retry after an attempt that failed."""
+    if state.pending_resize:
+        return "resize"
+    last = state.current_attempt
+    return "retry" if last is not None and last.state not in ("STOPPED", "COMPLETED") else "start"
 
 
 def launch(registry: Registry, job_id: str, gpus: int, profile: Profile) -> SlurmAttempt:
-    """Submit the next attempt of `job_id` with `gpus` GPUs and record it in the registry."""
+    """Submit the next attempt of `job_id` with `gpus` GPUs and record it in the registry.
+    The spec's `slurm:` overrides apply to every attempt, not only the first."""
+    overrides = registry.load_spec(job_id).get("slurm") or {}
+    profile = profile.with_overrides({k: v for k, v in overrides.items() if v is not None})
     backend = backend_for(profile)
     state = registry.load(job_id)
     name = attempt_name(job_id, len(state.attempts))
@@ -33,7 +46,8 @@ def launch(registry: Registry, job_id: str, gpus: int, profile: Profile) -> Slur
         try:
             slurm_id = backend.submit(TuningTask(str(registry.home), job_id),
                                       folder=registry.paths(job_id).attempt_logs("%j"),
-                                      gpus=gpus, name=name)
+                                      gpus=gpus, name=name,
+                                      comment=f"ptctl:{job_id}:{purpose(state)}")
         except Exception as exc:  # submitit raises plain exceptions for sbatch failures
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             where = (f"sbatch for job {job_id} (profile {profile.name}, partition "

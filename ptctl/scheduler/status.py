@@ -57,7 +57,8 @@ def status_record(job: LiveJob, now: float) -> dict[str, Any]:
         "deadline": job.spec["deadline"], "slack_s": deadline - now, "eta": iso(eta),
         "predicted_violation": bool(eta and eta > deadline) or bool(
             state.estimates.get("infeasible")),
-        "pending_resize": state.pending_resize, "failures": state.failures,
+        "pending_resize": state.pending_resize, "pinned_gpus": state.pinned_gpus,
+        "held": state.held, "failures": state.failures,
         "errors": state.errors[-3:],
         "attempts": [a.__dict__ for a in state.attempts],
     }

@@ -23,9 +23,9 @@ from ptctl.planner.gpu_need import ClusterModel, ResizeCost
 from ptctl.planner.interface import Decision, JobView, Policy
 from ptctl.planner.policies import decide
 from ptctl.planner.prompttuner import PromptTunerPolicy, PromptTunerSettings
-from ptctl.planner.views import allowed_gpu_counts
 from ptctl.planner.views import job_view as build_view
 from ptctl.planner.throughput import ThroughputCurve
+from ptctl.scheduler.limits import GpuLimits
 
 # Before a job has reported its speed, plan with this many steps/s per GPU (a tiny model on a
 # CPU rank does ~50, SmolLM2 on a CPU rank ~0.4, on a GPU far more: progress replaces it fast).
@@ -73,6 +73,13 @@ class LiveJob:
     @property
     def mid_resize(self) -> bool:
         return self.state.phase == Phase.RESIZING or bool(self.state.pending_resize)
+
+    @property
+    def frozen(self) -> bool:
+        """Out of the policy's hands this round: mid-resize, held by the user, or pinned and
+        holding its GPUs (a pinned job in the queue is planned at its pinned count only)."""
+        return self.mid_resize or self.state.held or (
+            self.state.pinned_gpus is not None and self.state.phase in HOLDING)
 
 
 # --- reading the world ------------------------------------------------------------------------
@@ -144,11 +151,8 @@ def throughput(job: LiveJob) -> ThroughputCurve:
 
 
 def allowed_gpus(spec: dict[str, Any], profile: Profile) -> tuple[int, ...]:
-    """The counts a job spec may run at under `profile`: at most one rank per micro-batch."""
-    train = spec["training"]
-    micro_batches = max(1, train["global_batch_size"] // train["micro_batch_size"])
-    return allowed_gpu_counts(spec["gpus"]["min"], min(spec["gpus"]["max"], micro_batches),
-                              budget=profile.gpu_budget, gpus_per_node=profile.gpus_per_node)
+    """The counts a job spec may run at under `profile` (see `GpuLimits` for why)."""
+    return GpuLimits.of(spec, profile).allowed
 
 
 def cluster_model(profile: Profile) -> ClusterModel:
@@ -161,6 +165,8 @@ def cluster_model(profile: Profile) -> ClusterModel:
 def job_view(job: LiveJob, profile: Profile) -> JobView | None:
     """The policy's view of a job; None for a job that no GPU count fits."""
     allowed = allowed_gpus(job.spec, profile)
+    if job.state.pinned_gpus is not None:
+        allowed = tuple(g for g in allowed if g == job.state.pinned_gpus)
     if not allowed:
         return None
     running = job.state.phase in HOLDING and job.state.gpus > 0
@@ -183,13 +189,14 @@ def held_gpus(job: LiveJob) -> int:
 def plan(jobs: list[LiveJob], profile: Profile, policy: str, now: float,
          extra: Sequence[JobView] = ()) -> list[Decision]:
     """The policy's decisions for the jobs it may move (plus `extra`, e.g. a job being
-    submitted). GPUs held by jobs mid-resize are taken off the budget first."""
-    views = [view for job in jobs if not job.mid_resize
+    submitted). GPUs held by frozen jobs (mid-resize, held, pinned) are taken off the budget
+    first."""
+    views = [view for job in jobs if not job.frozen
              if (view := job_view(job, profile)) is not None]
     views += list(extra)
     if not views:
         return []
-    held = sum(held_gpus(job) for job in jobs if job.mid_resize)
+    held = sum(held_gpus(job) for job in jobs if job.frozen)
     return decide(live_policy(policy, profile), now, max(0, profile.gpu_budget - held), views,
                   cluster_model(profile))
 

@@ -40,7 +40,7 @@ class Watch:
         out = subprocess.run(["squeue", "--noheader", "--format=%i %j"], capture_output=True,
                              text=True, timeout=30).stdout
         return [line.split()[0] for line in out.splitlines()
-                if line.split()[-1].startswith(f"ptctl-{self.job_id}-")]
+                if line.split()[-1].startswith(f"{self.job_id}.a")]
 
     def status(self) -> dict:
         live = self.live_slurm_jobs()
