@@ -3,7 +3,8 @@
 Exit codes (documented in the README):
   0  ok
   1  error (a job failed, a corrupt file, a failed check)
-  2  bad input or usage (spec, trace, flags)
+  2  bad input or usage (spec, trace, flags, data files)
+  3  the job ended without reaching its target (`ptctl run`, `submit --wait`)
   75 Slurm unreachable (EX_TEMPFAIL: retry later)
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
+EXIT_TARGET_NOT_REACHED = 3
 EXIT_SLURM_UNREACHABLE = 75
 
 

@@ -60,26 +60,46 @@ def test_impossible_deadline_refused_unless_best_effort(tmp_path: Path):
 
 
 def test_submit_wait_runs_to_the_end_locally(tmp_path: Path):
+    """The tiny model cannot reach accuracy 0.99: the job runs to max_steps and says so."""
     spec = tiny_spec(tmp_path)
     result = run_cli("submit", str(spec), "--wait", "--json", env=LOCAL, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr
     plan = json.loads(result.stdout)
     job_id = plan["job_id"]
-    assert plan["phase"] == "finished" and plan["launched_gpus"] == 1
+    assert plan["phase"] == "unmet" and plan["launched_gpus"] == 1
+    assert "target not reached" in plan["outcome"] and plan["deadline_met"] is True
 
     status = json.loads(run_cli("status", job_id, "--json", env=LOCAL).stdout)[0]
-    assert status["phase"] == "finished" and status["step"] == 12
+    assert status["phase"] == "unmet" and status["step"] == 12
     assert status["attempts"][0]["state"] == "COMPLETED"
+    assert status["deadline_met"] is True and status["deadline_margin_s"] > 0
+    assert status["slack_s"] is None and status["predicted_violation"] is None
     listing = json.loads(run_cli("ls", "--json", env=LOCAL).stdout)
     assert [j["job_id"] for j in listing] == [job_id]
+    assert listing[0]["outcome"] == "target not reached"
     res = json.loads(run_cli("result", job_id, "--json", env=LOCAL).stdout)
     assert res["steps"] == 12 and res["model"] == "tiny-random"
+    assert res["target_reached"] is False and res["reason"] == "max_steps"
+    assert res["init_prompt_id"] is None and res["init_prompt"] == "random"
     assert (Path(res["adapter"]) / "adapter_model.safetensors").is_file()
+    human = run_cli("result", job_id, env=LOCAL).stdout
+    assert "target not reached" in human and "{" not in human
+    assert "initial prompt  random" in human and "met by" in human
+    live = run_cli("status", env=LOCAL)
+    assert live.returncode == 0 and "1 ended job(s): ptctl status --all" in live.stderr
+    ended = run_cli("status", "--all", env=LOCAL).stdout
+    assert "unmet" in ended and "met by" in ended
     logs = run_cli("logs", job_id, env=LOCAL)
     assert logs.returncode == 0
     # A second rebalance right after changes nothing.
     again = json.loads(run_cli("rebalance", "--json", env=LOCAL).stdout)
     assert again["actions"] == []
+
+
+def test_ls_on_an_empty_state_folder_names_it():
+    result = run_cli("ls", env=LOCAL)
+    assert result.returncode == 0
+    assert f"no jobs in {Path.cwd() / 'ptctl-home' / 'jobs'}" in result.stderr
 
 
 def test_unknown_job_is_one_line_exit_1():
@@ -118,8 +138,9 @@ def test_good_spec_dry_run_plans_without_registering(tmp_path: Path):
 def test_finished_job_feeds_the_bank_once(tmp_path: Path):
     bank_dir = tmp_path / "bank"
     env = {**LOCAL, "PTCTL_BANK_DIR": str(bank_dir)}
-    spec = tiny_spec(tmp_path, prompt={"virtual_tokens": 4, "init": "random",
-                                       "add_to_bank": True})
+    # Reached at the first evaluation: only jobs that reach their target feed the bank.
+    spec = tiny_spec(tmp_path, target="loss <= 1000", prompt={
+        "virtual_tokens": 4, "init": "random", "add_to_bank": True})
     result = run_cli("submit", str(spec), "--wait", "--json", env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     job_id = json.loads(result.stdout)["job_id"]
@@ -131,27 +152,13 @@ def test_finished_job_feeds_the_bank_once(tmp_path: Path):
     again = json.loads(run_cli("rebalance", "--json", env=env).stdout)
     assert again["actions"] == []
     # A new job with `init: bank` now starts from that entry, in `ptctl run` too.
-    again_spec = tiny_spec(tmp_path, name="tiny2", prompt={"virtual_tokens": 4, "init": "bank"})
+    again_spec = tiny_spec(tmp_path, name="tiny2", target="loss <= 1000",
+                           prompt={"virtual_tokens": 4, "init": "bank"})
     run = run_cli("run", str(again_spec), "--dir", str(tmp_path / "run2"), env=env)
     assert run.returncode == 0, run.stderr
     assert f"starting from Prompt Bank entry {job_id}" in run.stderr
     meta = json.loads((tmp_path / "run2" / "result" / "ptctl_meta.json").read_text())
     assert meta["init_prompt_id"] == job_id
-
-
-def test_job_crashing_every_time_fails_after_max_attempts(tmp_path: Path):
-    data = tmp_path / "broken.jsonl"
-    data.write_text('{"text": "fine", "label": "a"}\n{not json\n')
-    spec = tiny_spec(tmp_path, name="crashy", task={"source": str(data)})
-    result = run_cli("submit", str(spec), "--wait", "--json", env=LOCAL, timeout=600)
-    assert result.returncode == 1
-    job_id = json.loads(result.stdout)["job_id"]
-    status = json.loads(run_cli("status", job_id, "--json", env=LOCAL).stdout)[0]
-    assert status["phase"] == "failed" and status["failures"] == 3
-    assert len(status["attempts"]) == 3
-    assert "broken.jsonl" in status["errors"][-1]  # the log tail names the bad file
-    human = run_cli("status", job_id, env=LOCAL)
-    assert "log tail" in human.stdout and "failed 3 times" in human.stdout
 
 
 def test_submit_waits_for_a_round_in_progress(tmp_path: Path):

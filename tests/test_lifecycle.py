@@ -27,3 +27,11 @@ def test_ended_jobs_never_move_and_live_ones_can_always_be_cancelled():
     for phase in Phase:
         assert (not TRANSITIONS[phase]) == (phase in TERMINAL)
         assert phase in TERMINAL or Phase.CANCELLED in TRANSITIONS[phase]
+
+
+def test_a_job_short_of_its_target_ends_apart_from_a_finished_one():
+    """`unmet` (max_steps, target not reached) is an ended phase of its own, reached from
+    wherever `finished` is."""
+    assert Phase.UNMET in TERMINAL and Phase.FINISHED in TERMINAL
+    assert {p for p in Phase if Phase.UNMET in TRANSITIONS[p]} == \
+        {p for p in Phase if Phase.FINISHED in TRANSITIONS[p]}

@@ -47,3 +47,37 @@ def test_an_attempt_ending_during_the_round_is_not_a_failure(tmp_path: Path, own
     assert [a.state for a in after.attempts] == [own_end]
     assert after.phase == ("finished" if own_end == "COMPLETED" else "queued")
     assert [a["action"] for a in tick.actions] == ([action] if action else [])
+
+
+def test_an_input_error_fails_the_job_after_one_attempt(tmp_path: Path):
+    """Bad data fails every attempt alike: the attempt that says so is the last one."""
+    registry = Registry(tmp_path)
+    attempt = SlurmAttempt("41", 1, "2026-11-21T18:00:00.000+00:00", state="FAILED",
+                           reason="/d.jsonl:3: not valid JSON", fatal=True)
+    job_id = registry.create("bad", {"name": "bad", "deadline": "2030-01-01T00:00:00+00:00"},
+                             phase="running", gpus=1, attempts=[attempt]).job_id
+    job = load_job(registry, job_id)
+    job.polled = AttemptStatus(job_id="41", state="COMPLETED")
+    tick = Tick(now=0.0)
+    reconcile(registry, job, Profile(name="test"), tick)
+    after = registry.load(job_id)
+    assert after.phase == "failed" and after.failures == 1 and after.ended_at
+    assert [a.state for a in after.attempts] == ["FAILED"]
+    assert after.errors[-1] == "failed on bad input (not retried): /d.jsonl:3: not valid JSON"
+    assert [a["action"] for a in tick.actions] == ["failed"]
+
+
+def test_an_attempt_ending_unrecorded_is_failed_and_counted_once(tmp_path: Path):
+    """A process that died without recording its end is a failed attempt, whatever its exit
+    code, and later rounds do not count it again while the job waits in the queue."""
+    registry = Registry(tmp_path)
+    attempt = SlurmAttempt("41", 1, "2026-11-21T18:00:00.000+00:00", state="RUNNING")
+    job_id = registry.create("dies", {"name": "dies", "deadline": "2030-01-01T00:00:00+00:00"},
+                             phase="running", gpus=1, attempts=[attempt]).job_id
+    for _ in range(2):
+        job = load_job(registry, job_id)
+        job.polled = AttemptStatus(job_id="41", state="COMPLETED")
+        reconcile(registry, job, Profile(name="test"), Tick(now=0.0))
+    after = registry.load(job_id)
+    assert after.phase == "queued" and after.failures == 1
+    assert after.attempts[0].state == "FAILED" and "COMPLETED" in after.attempts[0].reason

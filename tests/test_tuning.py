@@ -173,7 +173,7 @@ def test_csv_task_and_bad_files_are_named(tiny, tmp_path):
         load_task(TaskSpec(source=str(no_col)), tokenizer)
     holes = tmp_path / "holes.jsonl"
     holes.write_text('{"text": "a", "label": "x"}\n{"text": "b"}\n')
-    with pytest.raises(BadInputError, match=r"holes.jsonl:line 2: missing or empty column 'label'"):
+    with pytest.raises(BadInputError, match=r"holes.jsonl:2: missing or empty column 'label'"):
         load_task(TaskSpec(source=str(holes)), tokenizer)
     spec = TaskSpec(source=str(good), text_field="sentence", label_field="y", eval_samples=2)
     good.unlink()

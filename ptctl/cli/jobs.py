@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from ptctl.cli import common
-from ptctl.cli.output import JsonOpt, Output, QuietOpt
+from ptctl.cli.output import JsonOpt, Output, QuietOpt, fmt_duration
 from ptctl.config import Config, load_profile
-from ptctl.errors import BadInputError, NotFoundError
+from ptctl.errors import (EXIT_ERROR, EXIT_OK, EXIT_TARGET_NOT_REACHED, BadInputError,
+                          NotFoundError)
 from ptctl.jobs.progress import Progress
 from ptctl.jobs.registry import Registry
 from ptctl.jobs.spec import JobSpec, SlurmOverrides, SpecFieldError, load_spec, slurm_minutes
@@ -88,13 +89,9 @@ def submit(
              f"; deadline {plan['deadline']}, predicted finish {plan['predicted_finish']}")
     if wait:
         out.info(human)
-        final = control.wait_until_ended(cfg, prof, job_id,
-                                         lambda p: out.info(_progress_line(job_id, p)))
-        plan["phase"] = final.phase
-        out.emit(plan, human=f"{job_id}: {final.phase}")
-        if final.phase != "finished":
-            raise typer.Exit(1)
-        return
+        control.wait_until_ended(cfg, prof, job_id,
+                                 lambda p: out.info(_progress_line(job_id, p)))
+        raise typer.Exit(_report_end(out, plan, _registry(cfg), job_id))
     out.emit(plan, human=human)
 
 
@@ -120,6 +117,24 @@ def _apply_overrides(spec: JobSpec, given: dict[str, Any]) -> None:
         raise BadInputError(f"{_FLAGS[exc.field_name]}: {exc.detail}") from None
 
 
+def _report_end(out: Output, plan: dict[str, Any], registry: Registry, job_id: str) -> int:
+    """Say how a waited-for job ended, in words; its exit code (README: Exit codes)."""
+    from ptctl.scheduler.status import status_record
+    from ptctl.scheduler.views import load_job
+
+    row = status_record(load_job(registry, job_id), time.time())
+    plan.update({k: row[k] for k in ("phase", "outcome", "ended_at", "deadline_met",
+                                     "deadline_margin_s", "metrics")})
+    out.emit(plan, human=f"{job_id}: {row['phase']}: {row['outcome']}; deadline "
+                         f"{_end_words(row['deadline_margin_s'])}")
+    return {"finished": EXIT_OK, "unmet": EXIT_TARGET_NOT_REACHED}.get(row["phase"], EXIT_ERROR)
+
+
+def _end_words(margin_s: float) -> str:
+    """`met by 4m12s` or `missed by 1h02m`: when a job ended against its deadline."""
+    return f"{'met' if margin_s >= 0 else 'missed'} by {fmt_duration(abs(margin_s))}"
+
+
 def _progress_line(job_id: str, progress: Progress) -> str:
     accuracy = (progress.metrics or {}).get("accuracy")
     return (f"{job_id}: step {progress.step}/{progress.max_steps}"
@@ -130,18 +145,24 @@ def _progress_line(job_id: str, progress: Progress) -> str:
 # --- status / ls ------------------------------------------------------------------------------
 
 def _status_table(out: Output, rows: list[dict[str, Any]]) -> None:
+    """Live jobs show their slack and risk; ended ones when they ended against the deadline."""
     table = []
     for r in rows:
         acc = r["metrics"].get("accuracy") if r["metrics"] else None
+        if r["slack_s"] is None:
+            deadline, risk = _end_words(r["deadline_margin_s"]), "-"
+        else:
+            deadline = (f"{_human_delta(r['slack_s'])} left" if r["slack_s"] >= 0
+                        else f"passed {_human_delta(-r['slack_s'])} ago")
+            risk = "LATE" if r["predicted_violation"] else "ok"
         table.append((
             r["job_id"], r["phase"] + ("(held)" if r.get("held") else ""),
             r["slurm_state"] or "-",
             _gpus_cell(r["gpus"], r.get("pinned_gpus")),
             f"{r['step']}/{r['max_steps']}",
             f"{acc:.3f} / {r['target']}" if acc is not None else f"- / {r['target']}",
-            _human_delta(r["slack_s"]), r["eta"][11:19] if r["eta"] else "-",
-            "LATE" if r["predicted_violation"] else "ok"))
-    out.table(["job", "phase", "slurm", "gpus", "step", "metric / target", "slack", "eta",
+            deadline, r["eta"][11:19] if r["eta"] else "-", risk))
+    out.table(["job", "phase", "slurm", "gpus", "step", "metric / target", "deadline", "eta",
                "risk"], table, data=rows)
 
 
@@ -169,6 +190,10 @@ def status(
             _print_one(out, rows[0], cfg)
         else:
             _status_table(out, rows)
+        if not rows and not job_id and not all_jobs:
+            ended = sum(s.is_terminal for s in _registry(cfg).all())
+            out.info(f"no live jobs in {_registry(cfg).jobs_dir}"
+                     + (f"; {ended} ended job(s): ptctl status --all" if ended else ""))
         if watch <= 0:
             return
         time.sleep(watch)
@@ -176,6 +201,9 @@ def status(
 
 def _print_one(out: Output, row: dict[str, Any], cfg: Config) -> None:
     _status_table(out, [row])
+    if row["ended_at"]:
+        out.emit(None, human=f"outcome: {row['outcome']}; ended {row['ended_at']}, deadline "
+                             f"{_end_words(row['deadline_margin_s'])}")
     out.table(["attempt", "slurm job", "gpus", "state", "submitted", "ended", "reason"],
               [(i, a["slurm_job_id"], a["gpus"], a["state"], a["submitted_at"],
                 a["ended_at"] or "-", a["reason"] or "") for i, a in enumerate(row["attempts"])])
@@ -194,12 +222,26 @@ def ls(all_jobs: Annotated[bool, typer.Option("--all", help="Include ended jobs.
     out = Output(json_mode=json, quiet=quiet)
     cfg = common.config()
     registry = _registry(cfg)
+    from ptctl.scheduler.status import ENDED_WORDS, deadline_margin_s
+
     states = [s for s in registry.all() if all_jobs or not s.is_terminal]
-    deadlines = [registry.load_spec(s.job_id)["deadline"] for s in states]
-    out.table(["job", "name", "phase", "gpus", "attempts", "deadline", "created"],
-              [(s.job_id, s.name, s.phase, s.gpus, len(s.attempts), deadline, s.created_at)
-               for s, deadline in zip(states, deadlines)],
-              data=[s.to_dict() | {"deadline": deadline} for s, deadline in zip(states, deadlines)])
+    specs = [registry.load_spec(s.job_id) for s in states]
+    ended = [{"outcome": ENDED_WORDS.get(s.phase),
+              "deadline_met": deadline_margin_s(s, spec) >= 0 if s.is_terminal else None}
+             for s, spec in zip(states, specs)]
+    out.table(["job", "name", "phase", "outcome", "gpus", "attempts", "deadline", "created"],
+              [(s.job_id, s.name, s.phase, _ls_outcome(e), s.gpus, len(s.attempts),
+                spec["deadline"], s.created_at) for s, spec, e in zip(states, specs, ended)],
+              data=[s.to_dict() | {"deadline": spec["deadline"]} | e
+                    for s, spec, e in zip(states, specs, ended)])
+    if not states:
+        out.info(f"no jobs in {registry.jobs_dir}")
+
+
+def _ls_outcome(ended: dict[str, Any]) -> str:
+    if ended["outcome"] is None:
+        return "-"
+    return f"{ended['outcome']}, deadline {'met' if ended['deadline_met'] else 'missed'}"
 
 
 # --- cancel / resize / logs / result -----------------------------------------------------------
@@ -310,9 +352,10 @@ def logs(job_id: Annotated[str, typer.Argument(help="The job.")],
         time.sleep(1.0)
 
 
-def result(job_id: Annotated[str, typer.Argument(help="A finished job.")],
+def result(job_id: Annotated[str, typer.Argument(help="An ended job with a result.")],
            json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """The tuned prompt of a finished job: where the adapter is and how well it did."""
+    """The tuned prompt of an ended job: where the adapter is, how well it did, whether it
+    reached its target and met its deadline."""
     out = Output(json_mode=json, quiet=quiet)
     registry = _registry(common.config())
     state = registry.load(job_id)
@@ -320,11 +363,28 @@ def result(job_id: Annotated[str, typer.Argument(help="A finished job.")],
     meta_path = folder / "ptctl_meta.json"
     if not meta_path.is_file():
         raise NotFoundError(f"job {job_id} is {state.phase}: no result yet ({meta_path})")
+    from ptctl.scheduler.status import deadline_margin_s, outcome_words
+
     meta = jsonlib.loads(meta_path.read_text())
-    data = {"job_id": job_id, "phase": state.phase, "adapter": str(folder),
+    spec = registry.load_spec(job_id)
+    margin = deadline_margin_s(state, spec) if state.is_terminal else None
+    init = meta.get("init_prompt_id") or ("text" if spec["prompt"]["init"] == "text"
+                                          else "random")
+    data = {"job_id": job_id, "phase": state.phase, "outcome": outcome_words(state, spec),
+            "target_reached": meta.get("reason") == "target_reached", "adapter": str(folder),
             **{k: meta.get(k) for k in ("task", "model", "steps", "samples", "final_metric",
-                                        "target", "reason", "init_prompt_id")}}
-    out.table(["field", "value"], [(k, v) for k, v in data.items()], data=data)
+                                        "target", "reason", "init_prompt_id")},
+            "init_prompt": init, "deadline": spec["deadline"], "deadline_margin_s": margin,
+            "deadline_met": None if margin is None else margin >= 0}
+    metric = ", ".join(f"{k} {v:.4f}" for k, v in (data["final_metric"] or {}).items()) or "-"
+    rows = [("job", job_id), ("outcome", data["outcome"]), ("adapter", data["adapter"]),
+            ("task", data["task"]), ("model", data["model"]),
+            ("steps", f"{data['steps']} ({data['samples']} samples)"),
+            ("final metric", metric), ("target", data["target"]),
+            ("initial prompt", f"bank entry {init}" if data["init_prompt_id"] else init),
+            ("deadline", spec["deadline"] + ("" if margin is None
+                                             else f" ({_end_words(margin)})"))]
+    out.table(["field", "value"], rows, data=data)
 
 
 def register(app: typer.Typer) -> None:

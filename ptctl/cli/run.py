@@ -2,7 +2,8 @@
 
 The job folder (`--dir`, default ./runs/<name>) follows ptctl.jobs.paths; running the same
 spec again resumes from its latest checkpoint, at any `--gpus`. SIGUSR2 / SIGTERM / Ctrl-C
-save a checkpoint and exit 0 with status "stopped".
+save a checkpoint and exit 0 with status "stopped"; a run that ends at max_steps without
+reaching its target exits 3.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import yaml
 
 from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
-from ptctl.errors import BadInputError, CorruptFileError
+from ptctl.errors import EXIT_TARGET_NOT_REACHED, BadInputError, CorruptFileError
 from ptctl.fsutil import atomic_write_text
 from ptctl.jobs.paths import JobPaths
 from ptctl.jobs.spec import load_spec, resolved_spec_dict
@@ -77,12 +78,21 @@ def run(
     out.info(f"ptctl: running {spec.name} with {world} rank(s) in {run_dir.root}")
     outcome = launch(spec, run_dir.root, world, init_prompt=init_prompt,
                      init_prompt_id=init_prompt_id)
+    ended = outcome.status == "finished"
+    reached = outcome.reason == "target_reached" if ended else None
     data = {"job": spec.name, "dir": str(run_dir.root), "status": outcome.status,
-            "reason": outcome.reason, "step": outcome.step, "samples": outcome.samples,
-            "metrics": outcome.metrics,
+            "reason": outcome.reason, "target_reached": reached, "step": outcome.step,
+            "samples": outcome.samples, "metrics": outcome.metrics,
             "checkpoint": str(outcome.checkpoint) if outcome.checkpoint else None,
             "result": str(outcome.result) if outcome.result else None}
     metric = ", ".join(f"{k} {v:.4f}" for k, v in (outcome.metrics or {}).items()) or "-"
-    where = outcome.result if outcome.status == "finished" else outcome.checkpoint
-    out.emit(data, human=f"{spec.name}: {outcome.status} ({outcome.reason}) at step "
-                         f"{outcome.step}; {metric}; {where}")
+    if reached:
+        words = f"finished, target {spec.target} reached at step {outcome.step}"
+    elif ended:
+        words = f"stopped at max_steps ({outcome.step}), target {spec.target} not reached"
+    else:
+        words = f"stopped ({outcome.reason}) at step {outcome.step}; run again to resume"
+    where = outcome.result if ended else outcome.checkpoint
+    out.emit(data, human=f"{spec.name}: {words}; {metric}; {where}")
+    if ended and not reached:
+        raise typer.Exit(EXIT_TARGET_NOT_REACHED)

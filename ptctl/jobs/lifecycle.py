@@ -18,12 +18,15 @@ class Phase(StrEnum):
     PENDING = "pending"    # an attempt is submitted (waiting in Slurm, or starting)
     RUNNING = "running"    # an attempt is training
     RESIZING = "resizing"  # asked to checkpoint and stop, to relaunch at another GPU count
-    FINISHED = "finished"
+    FINISHED = "finished"  # ended with its target reached
+    UNMET = "unmet"        # ended at max_steps without reaching its target (a result exists)
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
-TERMINAL = frozenset({Phase.FINISHED, Phase.FAILED, Phase.CANCELLED})
+TERMINAL = frozenset({Phase.FINISHED, Phase.UNMET, Phase.FAILED, Phase.CANCELLED})
+# Ended phases whose job exported a result/ (the tuned prompt), met target or not.
+WITH_RESULT = frozenset({Phase.FINISHED, Phase.UNMET})
 
 # from -> the phases it may move to. Some pairs come from races that the code tolerates: an
 # attempt marks itself running before the launch that submitted it records it (running ->
@@ -32,11 +35,13 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.QUEUED: frozenset({Phase.QUEUED, Phase.PENDING, Phase.RUNNING, Phase.FAILED,
                              Phase.CANCELLED}),
     Phase.PENDING: frozenset({Phase.PENDING, Phase.RUNNING, Phase.QUEUED, Phase.RESIZING,
-                              Phase.FINISHED, Phase.CANCELLED}),
+                              Phase.FINISHED, Phase.UNMET, Phase.CANCELLED}),
     Phase.RUNNING: frozenset({Phase.PENDING, Phase.QUEUED, Phase.RESIZING, Phase.FINISHED,
-                              Phase.CANCELLED}),
-    Phase.RESIZING: frozenset({Phase.PENDING, Phase.QUEUED, Phase.FINISHED, Phase.CANCELLED}),
+                              Phase.UNMET, Phase.CANCELLED}),
+    Phase.RESIZING: frozenset({Phase.PENDING, Phase.QUEUED, Phase.FINISHED, Phase.UNMET,
+                               Phase.CANCELLED}),
     Phase.FINISHED: frozenset(),
+    Phase.UNMET: frozenset(),
     Phase.FAILED: frozenset(),
     Phase.CANCELLED: frozenset(),
 }

@@ -48,6 +48,8 @@ class SlurmAttempt:
     ended_at: str | None = None
     state: str = "PENDING"
     reason: str | None = None
+    # It failed on bad input (data, spec, initial prompt): a retry would fail the same way.
+    fatal: bool = False
 
 
 @dataclass
@@ -73,6 +75,7 @@ class JobState:
     spec_digest: str | None = None  # the submitted spec's content, to spot a duplicate submit
     failures: int = 0
     errors: list[str] = field(default_factory=list)
+    ended_at: str | None = None  # when it reached an ended phase: its deadline is judged here
     version: int = 0
 
     def __post_init__(self) -> None:
@@ -180,6 +183,8 @@ class Registry:
             change(state)
             state.version += 1
             state.updated_at = utcnow()
+            if state.is_terminal and state.ended_at is None:
+                state.ended_at = state.updated_at
             JobState.from_dict(state.to_dict())  # validate before it lands
             atomic_write_json(paths.state, state.to_dict())
         return state

@@ -177,7 +177,8 @@ class PromptSpec:
         _require(1 <= self.virtual_tokens <= 512, "virtual_tokens", self.virtual_tokens, "1..512")
         _require(self.init in ("bank", "random", "text"), "init", self.init,
                  "one of bank, random, text")
-        _require(self.init != "text" or bool(self.init_text), "init_text", self.init_text,
+        _require(self.init != "text" or bool(self.init_text and self.init_text.strip()),
+                 "init_text", self.init_text,
                  "a non-empty text when init is 'text'")
 
 

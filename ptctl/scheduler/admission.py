@@ -38,6 +38,9 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
     if deadline <= now:
         raise BadInputError(f"{origin}: deadline: {deadline.isoformat()} is in the past")
     check_spec(origin, spec.to_dict(), profile, warn)
+    from ptctl.tuning.checks import check_inputs  # transformers loads only here
+
+    check_inputs(spec, origin)
     backend_for(profile).ping()
     choice = _initial_prompt(cfg, spec, info, warn)
     predicted = choice["predicted_steps"] if choice else spec.training.max_steps

@@ -10,7 +10,7 @@ from ptctl.bank.sources import Source
 from ptctl.config import Config, load_profile
 from ptctl.errors import BadInputError, PtctlError
 from ptctl.fsutil import atomic_write_json
-from ptctl.jobs.lifecycle import Phase
+from ptctl.jobs.lifecycle import WITH_RESULT
 from ptctl.jobs.registry import Registry
 from ptctl.scheduler import admission
 from ptctl.scheduler.round import rebalance_once
@@ -21,7 +21,8 @@ def submit_all(sources: list[Source], cfg: Config, poll_s: float = 10.0,
     """Tune the bank's sources as jobs (admitted best-effort, then a round every `poll_s` until
     they end): locally or on Slurm, as the cluster profile says. Already submitted sources are
     not submitted again (each records its job id in its `job_file`); a source whose job failed
-    is an error naming it."""
+    is an error naming it (one that stopped at max_steps short of its target still exported a
+    prompt, and the bank takes it)."""
     registry = Registry(cfg.home)
     for source in sources:
         if source.job_file.is_file():
@@ -38,11 +39,11 @@ def submit_all(sources: list[Source], cfg: Config, poll_s: float = 10.0,
     while True:
         states = {s.name: registry.load(json.loads(s.job_file.read_text())["job_id"])
                   for s in sources}
-        failed = [n for n, st in states.items() if st.is_terminal and st.phase != Phase.FINISHED]
+        failed = [n for n, st in states.items() if st.is_terminal and st.phase not in WITH_RESULT]
         if failed:
             raise BadInputError(f"source {failed[0]}: job {states[failed[0]].job_id} ended "
                                 f"{states[failed[0]].phase}")
-        finished = sum(st.phase == Phase.FINISHED for st in states.values())
+        finished = sum(st.phase in WITH_RESULT for st in states.values())
         if progress:
             progress("tuning", finished, len(sources))
         if finished == len(sources):

@@ -82,12 +82,16 @@ def reconcile(registry: Registry, job: LiveJob, profile: Profile, tick: Tick) ->
         # Decide on the state read under the lock: the attempt may have recorded its own end
         # (finished, or stopped) after this round loaded the job and before Slurm was polled.
         cur = st.current_attempt
-        if (st.is_terminal or st.phase == Phase.FINISHED or st.pending_resize or cur is None
+        # A queued job's last attempt was reconciled already: it is not counted twice.
+        if (st.is_terminal or st.phase == Phase.QUEUED or st.pending_resize or cur is None
                 or cur.slurm_job_id != attempt.slurm_job_id or cur.state == "COMPLETED"):
             return
         outcome["ended_ok"] = cur.state == "STOPPED"
         if cur.state not in ENDED_ATTEMPT_STATES:
-            cur.state = job.polled.state if job.polled is not None else "LOST"
+            polled = job.polled.state if job.polled is not None else "LOST"
+            # It ended without recording an outcome: whatever the exit code, the job failed.
+            cur.state = "FAILED" if polled == "COMPLETED" else polled
+            cur.reason = cur.reason or f"ended without a result (backend: {polled})"
             cur.ended_at = cur.ended_at or utcnow()
         if not outcome["ended_ok"]:
             st.failures += 1
@@ -98,7 +102,8 @@ def reconcile(registry: Registry, job: LiveJob, profile: Profile, tick: Tick) ->
     if "ended_ok" not in outcome:
         return
     ended_ok = outcome["ended_ok"]
-    if not ended_ok and job.state.failures >= profile.max_attempts:
+    fatal = job.state.current_attempt.fatal
+    if not ended_ok and (fatal or job.state.failures >= profile.max_attempts):
         tail = log_tail(registry, job.job_id, lines=5)
         job.state = registry.update(job.job_id, lambda st: _fail(st, tail))
         tick.act(job.job_id, "failed", attempts=job.state.failures)
@@ -115,7 +120,11 @@ def _fail(state: JobState, tail: str) -> None:
     if state.is_terminal:  # re-checked under the lock: cancelled meanwhile
         return
     move(state, Phase.FAILED)
-    state.errors.append(f"failed {state.failures} times; last log lines:\n{tail}")
+    attempt = state.current_attempt
+    if attempt.fatal:
+        state.errors.append(f"failed on bad input (not retried): {attempt.reason}")
+    else:
+        state.errors.append(f"failed {state.failures} times; last log lines:\n{tail}")
 
 
 def request_resize(registry: Registry, job: LiveJob, gpus: int, profile: Profile,

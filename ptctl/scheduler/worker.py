@@ -13,7 +13,7 @@ import os
 import time
 import zlib
 
-from ptctl.errors import CorruptFileError, bounded
+from ptctl.errors import BadInputError, CorruptFileError, bounded
 from ptctl.jobs.lifecycle import Phase, move
 from ptctl.fsutil import utcnow
 from ptctl.jobs.registry import JobState, Registry
@@ -59,10 +59,6 @@ class TuningTask:
         rank, world = env.global_rank, env.num_tasks
         if rank == 0:
             registry.update(self.job_id, lambda st: _mark_running(st, slurm_id))
-        spec = spec_from_dict(registry.load_spec(self.job_id), origin=f"job {self.job_id} spec")
-        state = registry.load(self.job_id)
-        init_prompt = _initial_prompt(registry, self.job_id)
-
         last_check = [0.0]
 
         def resize_pending() -> bool:
@@ -72,6 +68,10 @@ class TuningTask:
             return registry.load(self.job_id).pending_resize is not None
 
         try:
+            spec = spec_from_dict(registry.load_spec(self.job_id),
+                                  origin=f"job {self.job_id} spec")
+            state = registry.load(self.job_id)
+            init_prompt = _initial_prompt(registry, self.job_id)
             outcome = train(spec, registry.paths(self.job_id).root, rank=rank, world_size=world,
                             init_method=_rendezvous(env) if world > 1 else None,
                             device=_device(env.local_rank), init_prompt=init_prompt,
@@ -79,9 +79,11 @@ class TuningTask:
                             stop_check=resize_pending if rank == 0 else None)
         except BaseException as exc:
             if rank == 0 and not isinstance(exc, SystemExit):
-                message = bounded(f"{type(exc).__name__}: {exc}", 500)
-                registry.update(self.job_id, lambda st: _mark_attempt_failed(st, slurm_id,
-                                                                             message))
+                # Bad data or a bad spec fails the same way on every attempt: no retry.
+                fatal = isinstance(exc, (BadInputError, CorruptFileError))
+                message = bounded(str(exc) if fatal else f"{type(exc).__name__}: {exc}", 500)
+                registry.update(self.job_id, lambda st: _mark_attempt_failed(
+                    st, slurm_id, message, fatal))
             raise
         summary = {"status": outcome.status, "reason": outcome.reason, "step": outcome.step,
                    "metrics": outcome.metrics}
@@ -154,7 +156,7 @@ def _mark_finished(state: JobState, slurm_id: str, outcome) -> None:
     if attempt is not None:
         attempt.ended_at, attempt.state, attempt.reason = utcnow(), "COMPLETED", outcome.reason
     if not state.is_terminal:  # a job cancelled as it finished stays cancelled
-        move(state, Phase.FINISHED)
+        move(state, Phase.FINISHED if outcome.reason == "target_reached" else Phase.UNMET)
     state.pending_resize = None
     state.progress.update({"step": outcome.step, "samples": outcome.samples,
                            "metrics": outcome.metrics, "finish_reason": outcome.reason})
@@ -173,8 +175,9 @@ def _mark_requeued(state: JobState, slurm_id: str, reason: str) -> None:
     move(state, Phase.PENDING)
 
 
-def _mark_attempt_failed(state: JobState, slurm_id: str, message: str) -> None:
+def _mark_attempt_failed(state: JobState, slurm_id: str, message: str, fatal: bool) -> None:
     attempt = _attempt(state, slurm_id)
     if attempt is not None:
         attempt.ended_at, attempt.state, attempt.reason = utcnow(), "FAILED", message
+        attempt.fatal = fatal
     state.errors.append(message)

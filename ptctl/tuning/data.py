@@ -80,6 +80,11 @@ def read_rows(task: TaskSpec) -> list[tuple[str, str]]:
     """(text, raw label) rows of a packaged task or a JSONL/CSV file, in file order."""
     if task.is_packaged:
         return _PACKAGED_READERS[task.source]()
+    return [(text, label) for text, label, _ in read_file_rows(task)]
+
+
+def read_file_rows(task: TaskSpec) -> list[tuple[str, str, int]]:
+    """(text, raw label, line number) rows of a JSONL/CSV task file, in file order."""
     path = Path(task.source)
     if not path.is_file():
         raise BadInputError(f"{path}: no such data file")
@@ -107,7 +112,7 @@ def _cell(value, path: Path, where: str, column: str) -> str:
     return str(value)
 
 
-def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[tuple[str, str]]:
+def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[tuple[str, str, int]]:
     rows = []
     with path.open(encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
@@ -116,13 +121,13 @@ def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[tuple[str
             obj = parse_json(line, f"{path}:{lineno}")
             if not isinstance(obj, dict):
                 raise BadInputError(f"{path}:{lineno}: expected a JSON object")
-            where = f"line {lineno}"
+            where = str(lineno)
             rows.append((_cell(obj.get(text_field), path, where, text_field),
-                         _cell(obj.get(label_field), path, where, label_field)))
+                         _cell(obj.get(label_field), path, where, label_field), lineno))
     return rows
 
 
-def _read_csv(path: Path, text_field: str, label_field: str) -> list[tuple[str, str]]:
+def _read_csv(path: Path, text_field: str, label_field: str) -> list[tuple[str, str, int]]:
     columns, found = read_csv(path, str(path))
     for column in (text_field, label_field):
         if column not in columns:
@@ -130,9 +135,9 @@ def _read_csv(path: Path, text_field: str, label_field: str) -> list[tuple[str, 
                                 f"{excerpt(', '.join(columns) or 'none')[1:-1]})")
     rows = []
     for line, row in found:
-        where = f"line {line}"
+        where = str(line)
         rows.append((_cell(row.get(text_field), path, where, text_field),
-                     _cell(row.get(label_field), path, where, label_field)))
+                     _cell(row.get(label_field), path, where, label_field), line))
     return rows
 
 
@@ -174,23 +179,7 @@ assert set(_PACKAGED_READERS) == set(PACKAGED_TASKS)
 def task_rows(task: TaskSpec) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
     """The task's (text, label) rows after label_map, and its labels in order; every check
     that needs the data but no tokenizer, so that `ptctl run` can make them before it writes."""
-    rows = read_rows(task)
-    if task.label_map:
-        rows = [(text, task.label_map[raw]) for text, raw in rows if raw in task.label_map]
-        if not rows:
-            raise BadInputError(f"{task.source}: no row has a label in label_map "
-                                f"({', '.join(task.label_map)})")
-        labels = tuple(dict.fromkeys(task.label_map.values()))
-    elif task.is_packaged:
-        labels = task.packaged_labels
-    else:
-        labels = tuple(sorted({label for _, label in rows}))
-    if len(labels) < 2:
-        raise BadInputError(f"{task.source}: needs at least 2 labels, found {excerpt(list(labels))}")
-    missing = set(task.label_words) - set(labels) if task.label_words else set()
-    if missing or (task.label_words and set(labels) - set(task.label_words)):
-        raise BadInputError(f"{task.source}: label_words must name each label once "
-                            f"(labels: {excerpt(', '.join(labels))[1:-1]})")
+    rows, labels = task_labels(task, read_rows(task))
     if len(rows) <= task.eval_samples:
         raise BadInputError(f"{task.source}: {len(rows)} examples leave none for training "
                             f"after eval_samples={task.eval_samples}")
@@ -200,17 +189,8 @@ def task_rows(task: TaskSpec) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
 def load_task(task: TaskSpec, tokenizer) -> TaskData:
     """Read, map labels, split by `split_seed` and tokenise a task (only the rows it keeps)."""
     rows, labels = task_rows(task)
-
     words = tuple(task.label_words.get(label, label) for label in labels)
-    label_ids = tuple(_label_tokens(tokenizer, task, label, word)
-                      for label, word in zip(labels, words))
-    seen: dict[tuple[int, ...], str] = {}
-    for label, ids in zip(labels, label_ids):
-        if ids in seen:
-            raise BadInputError(f"label_words.{label}: tokenizes like label {seen[ids]!r}; "
-                                "rank classification needs distinct words")
-        seen[ids] = label
-
+    label_ids = label_token_ids(tokenizer, task, labels, words)
     order = list(range(len(rows)))
     random.Random(task.split_seed).shuffle(order)
     eval_rows = [rows[i] for i in order[:task.eval_samples]]
@@ -224,6 +204,52 @@ def load_task(task: TaskSpec, tokenizer) -> TaskData:
         train=_tokenise(train_rows, task, tokenizer, index, label_ids, max_label),
         eval=_tokenise(eval_rows, task, tokenizer, index, label_ids, max_label),
     )
+
+
+def task_labels(task: TaskSpec, rows: list[tuple[str, str]],
+                first_line: dict[str, int] | None = None
+                ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    """The rows the task keeps (label_map applied) and its labels in a fixed order; every
+    label must have a label word and every label word a label. `first_line` (raw label ->
+    line) lets the message point at a row."""
+    if task.label_map:
+        rows = [(text, task.label_map[raw]) for text, raw in rows if raw in task.label_map]
+        if not rows:
+            raise BadInputError(f"{task.source}: no row has a label in label_map "
+                                f"({', '.join(task.label_map)})")
+        labels = tuple(dict.fromkeys(task.label_map.values()))
+    elif task.is_packaged:
+        labels = task.packaged_labels
+    else:
+        labels = tuple(sorted({label for _, label in rows}))
+    if len(labels) < 2:
+        raise BadInputError(f"{task.source}: needs at least 2 labels, found {list(labels)}")
+    if task.label_words:
+        wordless = [label for label in labels if label not in task.label_words]
+        if wordless:
+            line = (first_line or {}).get(wordless[0])
+            raise BadInputError(f"{task.source}" + (f":{line}" if line else "") + f": label "
+                                f"{wordless[0]!r} has no word in label_words (labels: "
+                                f"{', '.join(labels)})")
+        stray = [label for label in task.label_words if label not in labels]
+        if stray:
+            raise BadInputError(f"{task.source}: label_words.{stray[0]}: no row has the label "
+                                f"{stray[0]!r} (labels: {', '.join(labels)})")
+    return rows, labels
+
+
+def label_token_ids(tokenizer, task: TaskSpec, labels: tuple[str, ...],
+                    words: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+    """Each label word's tokens; rank classification needs them non-empty and distinct."""
+    label_ids = tuple(_label_tokens(tokenizer, task, label, word)
+                      for label, word in zip(labels, words))
+    seen: dict[tuple[int, ...], str] = {}
+    for label, ids in zip(labels, label_ids):
+        if ids in seen:
+            raise BadInputError(f"label_words.{label}: tokenizes like label {seen[ids]!r}; "
+                                "rank classification needs distinct words")
+        seen[ids] = label
+    return label_ids
 
 
 def _label_tokens(tokenizer, task: TaskSpec, label: str, word: str) -> tuple[int, ...]:

@@ -138,6 +138,25 @@ def load_base_model(ref: str, device: str = "cpu", dtype: str = "float32"):
     return model.to(device), tokenizer
 
 
+def local_tokenizer(ref: str):
+    """The model's tokenizer when this machine holds the model already (a built-in model built
+    before, a model folder); None where getting it would mean building, converting or
+    downloading a model, which a submit should not wait for."""
+    if ref in _BUILDERS:
+        folder = model_cache_dir() / _BUILDERS[ref][0]
+    else:
+        folder = Path(ref)
+    if not (folder / "config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"model {ref}: cannot load its tokenizer ({first})") from None
+
+
 def model_identity(ref: str, model) -> ModelIdentity:
     """Name + shape of a loaded model, as the Prompt Bank keys its entries."""
     config = model.config

@@ -77,7 +77,7 @@ def checkpoints(job_id: str) -> list[int]:
 
 def assert_finished_without_loss(watch: Watch, status: dict, resumed_at_least: int,
                                  max_steps: int) -> None:
-    assert status["phase"] == "finished", status
+    assert status["phase"] == "unmet", status
     assert status["step"] == max_steps
     meta = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id / "result" /
                        "ptctl_meta.json").read_text())
@@ -100,7 +100,7 @@ def test_scancel_of_the_running_job(tmp_path: Path, training: dict):
     first = status["attempts"][0]["slurm_job_id"]
     saved = max(checkpoints(watch.job_id))
     subprocess.run(["scancel", first], check=True, timeout=30)
-    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
+    status = watch.until(lambda s: s["phase"] in ("finished", "unmet", "failed"), rebalance=True)
     # scancel's SIGTERM reaches the tasks: they checkpoint (STOPPED) unless killed first.
     assert len(status["attempts"]) >= 2 and status["attempts"][0]["state"] in (
         "STOPPED", "CANCELLED", "FAILED", "LOST")
@@ -113,7 +113,7 @@ def test_scontrol_requeue(tmp_path: Path, training: dict):
     slurm_id = status["attempts"][0]["slurm_job_id"]
     saved = max(checkpoints(watch.job_id))
     subprocess.run(["scontrol", "requeue", slurm_id], check=True, timeout=30)
-    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
+    status = watch.until(lambda s: s["phase"] in ("finished", "unmet", "failed"), rebalance=True)
     # The same Slurm job ran again: Slurm's requeue, not a resubmission.
     assert [a["slurm_job_id"] for a in status["attempts"]] == [slurm_id]
     assert_finished_without_loss(watch, status, saved, training["max_steps"])
@@ -128,7 +128,7 @@ def test_slurmctld_restarted_mid_run(tmp_path: Path, training: dict):
                                    "state.json").read_text())
     assert down.returncode == 75 and "Slurm unreachable" in down.stderr
     assert state_during["phase"] == "running" and len(state_during["attempts"]) == 1
-    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
+    status = watch.until(lambda s: s["phase"] in ("finished", "unmet", "failed"), rebalance=True)
     assert len(status["attempts"]) == 1, "the job kept running through the restart"
     assert_finished_without_loss(watch, status, 0, training["max_steps"])
 
@@ -146,7 +146,7 @@ def test_rebalance_killed_mid_resize(tmp_path: Path, training: dict):
         time.sleep(0.05)
     resize.send_signal(signal.SIGKILL)  # after the intent is recorded, before the relaunch
     resize.wait(timeout=30)
-    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), rebalance=True)
+    status = watch.until(lambda s: s["phase"] in ("finished", "unmet", "failed"), rebalance=True)
     assert [a["gpus"] for a in status["attempts"]][:2] == [1, 2]
     assert_finished_without_loss(watch, status, saved, training["max_steps"])
 
@@ -168,8 +168,8 @@ def test_time_limit_requeues_the_same_job_and_resumes(tmp_path: Path):
     result = run_cli("submit", str(spec), "--json", env={"PTCTL_PROFILE": str(profile)})
     assert result.returncode == 0, result.stderr
     watch = Watch(json.loads(result.stdout)["job_id"])
-    status = watch.until(lambda s: s["phase"] in ("finished", "failed"), timeout=900)
-    assert status["phase"] == "finished", status
+    status = watch.until(lambda s: s["phase"] in ("finished", "unmet", "failed"), timeout=900)
+    assert status["phase"] == "unmet", status
     assert len(status["attempts"]) == 1, "requeued by Slurm, not resubmitted"
     progress = json.loads((Path(os.environ["PTCTL_HOME"]) / "jobs" / watch.job_id /
                            "progress.json").read_text())

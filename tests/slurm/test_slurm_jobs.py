@@ -31,8 +31,8 @@ def test_two_gpu_job_through_slurm(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["launched_gpus"] == 2 and plan["slurm_job_id"]
-    status = rebalance_until(plan["job_id"], {"finished", "failed"})
-    assert status["phase"] == "finished", status
+    status = rebalance_until(plan["job_id"], {"finished", "unmet", "failed"})
+    assert status["phase"] == "unmet", status
     attempt = status["attempts"][0]
     assert attempt["gpus"] == 2 and attempt["slurm_job_id"] == plan["slurm_job_id"]
     # Both ranks ran: each task wrote its own log.
@@ -58,7 +58,7 @@ def test_failed_sbatch_is_recorded_and_retried(tmp_path: Path):
     status = json.loads(run_cli("status", plan["job_id"], "--json", env=SLURM).stdout)[0]
     assert status["phase"] == "queued" and "launch with 1 GPU(s) failed" in status["errors"][-1]
     # With the partition fixed, the next round starts it.
-    assert rebalance_until(plan["job_id"], {"finished", "failed"})["phase"] == "finished"
+    assert rebalance_until(plan["job_id"], {"finished", "unmet", "failed"})["phase"] == "unmet"
 
 
 def test_doctor_with_the_generic_profile_finds_the_default_partition():
