@@ -53,7 +53,8 @@ def run(
     else:
         atomic_write_text(run_dir.spec, yaml.safe_dump(normalised, sort_keys=False))
 
-    from ptctl.tuning.launch import launch  # torch and transformers load only here
+    from ptctl.tuning.launch import default_device, launch  # torch loads only here
+    from ptctl.tuning.report import ranks
 
     init_prompt = init_prompt_id = None
     if spec.prompt.init == "bank" and not any(run_dir.checkpoints.glob("step_*")):
@@ -68,9 +69,11 @@ def run(
             init_prompt_id = choice["prompt_id"]
             out.info(f"ptctl: starting from Prompt Bank entry {init_prompt_id} (predicted "
                      f"{choice['predicted_steps']} steps)")
-    out.info(f"ptctl: running {spec.name} with {world} rank(s) in {run_dir.root}")
+    out.info(f"ptctl: running {spec.name} on {ranks(world, default_device(0, world))} in "
+             f"{run_dir.root}")
     outcome = launch(spec, run_dir.root, world, init_prompt=init_prompt,
-                     init_prompt_id=init_prompt_id)
+                     init_prompt_id=init_prompt_id,
+                     display="off" if quiet or json else "auto")
     data = {"job": spec.name, "dir": str(run_dir.root), "status": outcome.status,
             "reason": outcome.reason, "step": outcome.step, "samples": outcome.samples,
             "metrics": outcome.metrics,
