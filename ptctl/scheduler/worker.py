@@ -59,6 +59,7 @@ class TuningTask:
         rank, world = env.global_rank, env.num_tasks
         if rank == 0:
             registry.update(self.job_id, lambda st: _mark_running(st, slurm_id))
+            _drop_literal_log_template(registry.paths(self.job_id).attempt_logs("%j"))
         spec = spec_from_dict(registry.load_spec(self.job_id), origin=f"job {self.job_id} spec")
         state = registry.load(self.job_id)
         init_prompt = _initial_prompt(registry, self.job_id)
@@ -113,6 +114,15 @@ class TuningTask:
         if Registry(self.home).load(self.job_id).pending_resize is not None:
             return None
         return submitit.helpers.DelayedSubmission(TuningTask(self.home, self.job_id))
+
+
+def _drop_literal_log_template(folder) -> None:
+    """submitit's local controller creates the logs/%j folder template literally (then writes
+    into logs/<pid>/): remove it while empty, so a job folder holds only real attempts."""
+    try:
+        folder.rmdir()
+    except OSError:  # absent (Slurm fills the template in) or not empty
+        pass
 
 
 def _initial_prompt(registry: Registry, job_id: str):
