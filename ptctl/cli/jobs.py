@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ptctl.backends import backend_for
 from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
 from ptctl.config import Config, load_profile
@@ -65,7 +66,7 @@ def submit(
                        f"{plan['deadline']}")
         return
     job_id, gpus = plan["job_id"], plan["launched_gpus"]
-    human = (f"{job_id}: " + (f"launched on {gpus} GPU(s) as {plan['slurm_job_id']}"
+    human = (f"{job_id}: " + (backend_for(prof).launched(plan["slurm_job_id"], gpus)
                               if gpus else "queued (rebalance starts it when GPUs free)") +
              f"; deadline {plan['deadline']}, predicted finish {plan['predicted_finish']}")
     if wait:
