@@ -77,7 +77,7 @@ class TuningTask:
                             init_method=_rendezvous(env) if world > 1 else None,
                             device=_device(env.local_rank), init_prompt=init_prompt,
                             init_prompt_id=state.init_prompt_id,
-                            stop_check=resize_pending if rank == 0 else None)
+                            stop_check=resize_pending if rank == 0 else None, display="log")
         except BaseException as exc:
             if rank == 0 and not isinstance(exc, SystemExit):
                 message = bounded(f"{type(exc).__name__}: {exc}", 500)

@@ -1,6 +1,7 @@
-"""What rank 0 tells a person while it trains: the training loop's own lines, on stderr.
+"""What rank 0 tells a person while it trains: the training loop's own lines.
 
-A job's stderr is its log file (`ptctl logs`), so there lines stay few: a step line at most
+In a job they go to stdout, the log file (`ptctl logs`) where submitit writes its own lines, so
+the two read in order; there lines stay few: a step line at most
 every LINE_EVERY_S seconds and before each evaluation, a line before and after each evaluation
 (it can take minutes), one line at the start and one with the outcome. On a terminal
 (`ptctl run`) a rich progress bar replaces the step lines. The progress record
@@ -15,7 +16,7 @@ import time
 from ptctl.jobs.spec import JobSpec
 
 LINE_EVERY_S = 10.0
-DISPLAYS = ("auto", "lines", "bar", "off")
+DISPLAYS = ("auto", "lines", "log", "bar", "off")
 
 
 def clock(seconds: float) -> str:
@@ -36,9 +37,9 @@ def ranks(world_size: int, device: str) -> str:
 class Report:
     """Training lines for people; every method is a no-op unless this process shows them.
 
-    `display`: "lines" (plain lines: logs, pipes), "bar" (rich progress on a terminal),
-    "auto" (bar when stderr is a terminal, else lines) or "off" (`--quiet`, `--json`, ranks
-    other than 0)."""
+    `display`: "lines" (plain lines on stderr: pipes), "log" (plain lines on stdout: a job's
+    log), "bar" (rich progress on a terminal), "auto" (bar when stderr is a terminal, else
+    lines) or "off" (`--quiet`, `--json`, ranks other than 0)."""
 
     def __init__(self, spec: JobSpec, display: str, world_size: int, device: str):
         if display not in DISPLAYS:
@@ -66,8 +67,8 @@ class Report:
     def _say(self, line: str) -> None:
         if self._bar is not None:
             self._bar.console.print(line, markup=False, highlight=False)
-        elif self.display == "lines":
-            print(line, file=sys.stderr, flush=True)
+        elif self.display in ("lines", "log"):
+            print(line, file=sys.stdout if self.display == "log" else sys.stderr, flush=True)
 
     def begin(self, step: int, resumed: bool, load_s: float) -> None:
         where = f"resuming at step {step}/{self.max_steps}" if resumed else \
@@ -82,7 +83,8 @@ class Report:
     def step(self, step: int, loss: float, steps_per_s: float | None) -> None:
         """After each step; shown at a bounded rate, and always before an evaluation."""
         per_step = 1 / steps_per_s if steps_per_s else None
-        info = f"loss {loss:.3f}" + (f"  {per_step:.3g} s/step" if per_step else "")
+        speed = f"{per_step:.1f}" if per_step and per_step >= 1 else f"{per_step or 0:.2g}"
+        info = f"loss {loss:.3f}" + (f"  {speed} s/step" if per_step else "")
         eta = self._eta(step, per_step)
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=info,
@@ -137,4 +139,4 @@ class Report:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-            self.display = "lines"
+            self.display = "lines"  # what follows the bar is printed below it
