@@ -1,10 +1,10 @@
 """What rank 0 tells a person while it trains: the training loop's own lines.
 
 In a job they go to stdout, the log file (`ptctl logs`) where submitit writes its own lines, so
-the two read in order; there lines stay few: a step line at most
-every LINE_EVERY_S seconds and before each evaluation, a line before and after each evaluation
-(it can take minutes), one line at the start and one with the outcome. On a terminal
-(`ptctl run`) a rich progress bar replaces the step lines. The progress record
+the two read in order. Lines stay few: a step line at most every LINE_EVERY_S seconds and
+before each evaluation, a line before and after each evaluation (it can take minutes), one at
+the start and one with the outcome. On a terminal (`ptctl run`) a rich progress bar replaces
+the step lines. The progress record
 (ptctl.jobs.progress) stays the source for machines; these lines are for people.
 """
 
@@ -83,8 +83,9 @@ class Report:
     def step(self, step: int, loss: float, steps_per_s: float | None) -> None:
         """After each step; shown at a bounded rate, and always before an evaluation."""
         per_step = 1 / steps_per_s if steps_per_s else None
-        speed = f"{per_step:.1f}" if per_step and per_step >= 1 else f"{per_step or 0:.2g}"
-        info = f"loss {loss:.3f}" + (f"  {speed} s/step" if per_step else "")
+        info = f"loss {loss:.3f}"
+        if per_step:
+            info += f"  {per_step:.1f} s/step" if per_step >= 1 else f"  {per_step:.2g} s/step"
         eta = self._eta(step, per_step)
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=info,
@@ -126,7 +127,7 @@ class Report:
         took = clock(time.monotonic() - self.started)
         if status == "stopped":
             self._say(f"stopped at step {step}/{self.max_steps} ({reason}) after {took}: "
-                      f"checkpoint saved, the next run resumes from it")
+                      f"checkpoint saved to resume from")
             return
         target = self.spec.target
         got = ", ".join(f"{k} {v:.3f}" for k, v in (metrics or {}).items()) or "no evaluation"
