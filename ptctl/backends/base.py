@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 
 from ptctl.config import Profile
 from ptctl.errors import PtctlError
+from ptctl.tuning.report import ranks
 
 # Job states after which Slurm never runs the job again (a requeued job goes back to PENDING).
 # Local attempts report the same vocabulary (RUNNING, then COMPLETED).
@@ -80,6 +81,9 @@ class Backend(Protocol):
     def find_by_name(self, name: str) -> str | None:
         """The id of a pending or running attempt named `name`, if any."""
 
+    def launched(self, attempt_id: str, gpus: int) -> str:
+        """What was started, in a person's words: `launched on 2 GPUs as Slurm job 1234`."""
+
     def checks(self) -> list[Check]:
         """What `ptctl doctor` reports about the backend."""
 
@@ -100,9 +104,13 @@ class SubmititBackend:
 
     executor = ""
     multi_node = False
+    attempt_noun = ""  # what an attempt id names: "Slurm job", "local process"
 
     def __init__(self, profile: Profile):
         self.profile = profile
+
+    def launched(self, attempt_id: str, gpus: int) -> str:
+        return f"launched on {ranks(gpus, 'cuda')} as {self.attempt_noun} {attempt_id}"
 
     def executor_parameters(self, gpus: int, name: str, comment: str = "") -> dict[str, Any]:
         """submitit parameters for one attempt: one task per GPU, the profile's settings."""

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ptctl.backends.base import AttemptStatus, Check, SubmititBackend
+from ptctl.tuning.report import ranks
 
 
 class LocalBackend(SubmititBackend):
     executor = "local"
     multi_node = False
+    attempt_noun = "local process"
 
     def executor_parameters(self, gpus: int, name: str, comment: str = "") -> dict[str, Any]:
         params = super().executor_parameters(gpus, name, comment)
@@ -42,8 +44,22 @@ class LocalBackend(SubmititBackend):
         """Local launches are recorded in the same process that starts them: never lost."""
         return None
 
+    def launched(self, attempt_id: str, gpus: int) -> str:
+        """On a machine without GPUs the ranks are CPU processes: say so."""
+        if _gpus_visible():
+            return super().launched(attempt_id, gpus)
+        return f"launched {ranks(gpus, 'cpu')} as local process {attempt_id}"
+
     def checks(self) -> list[Check]:
         return [Check("slurm", "skip", f"profile {self.profile.name} runs jobs locally")]
+
+
+def _gpus_visible() -> bool:
+    """Whether local ranks will find a GPU (their device is CUDA when torch sees one), told
+    without importing torch: an NVIDIA device node, unless CUDA_VISIBLE_DEVICES hides all."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "all").strip() in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def _process_status(pid: str) -> AttemptStatus:

@@ -215,6 +215,7 @@ SLURM_COMMANDS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel")
 class SlurmBackend(SubmititBackend):
     executor = "slurm"
     multi_node = True
+    attempt_noun = "Slurm job"
 
     def executor_parameters(self, gpus: int, name: str, comment: str = "") -> dict[str, Any]:
         params = super().executor_parameters(gpus, name, comment)

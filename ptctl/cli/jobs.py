@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ptctl.backends import backend_for
 from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt, fmt_duration
 from ptctl.config import Config, load_profile
@@ -84,7 +85,7 @@ def submit(
     if (parsable or quiet) and not json:
         typer.echo(job_id)
         out.quiet = True
-    human = (f"{job_id}: " + (f"launched on {gpus} GPU(s) as {plan['slurm_job_id']}"
+    human = (f"{job_id}: " + (backend_for(prof).launched(plan["slurm_job_id"], gpus)
                               if gpus else "queued (rebalance starts it when GPUs free)") +
              f"; deadline {plan['deadline']}, predicted finish {plan['predicted_finish']}")
     if wait:

@@ -56,7 +56,8 @@ def run(
                                 f"{', '.join(changed)}; use another --dir")
 
     from ptctl.tuning.data import task_rows
-    from ptctl.tuning.launch import launch  # torch and transformers load only here
+    from ptctl.tuning.launch import default_device, launch  # torch loads only here
+    from ptctl.tuning.report import ranks
 
     task_rows(spec.task)  # bad data fails here, before the folder records this task
     if not run_dir.spec.is_file():
@@ -75,9 +76,11 @@ def run(
             init_prompt_id = choice["prompt_id"]
             out.info(f"ptctl: starting from Prompt Bank entry {init_prompt_id} (predicted "
                      f"{choice['predicted_steps']} steps)")
-    out.info(f"ptctl: running {spec.name} with {world} rank(s) in {run_dir.root}")
+    out.info(f"ptctl: running {spec.name} on {ranks(world, default_device(0, world))} in "
+             f"{run_dir.root}")
     outcome = launch(spec, run_dir.root, world, init_prompt=init_prompt,
-                     init_prompt_id=init_prompt_id)
+                     init_prompt_id=init_prompt_id,
+                     display="off" if quiet or json else "auto")
     ended = outcome.status == "finished"
     reached = outcome.reason == "target_reached" if ended else None
     data = {"job": spec.name, "dir": str(run_dir.root), "status": outcome.status,

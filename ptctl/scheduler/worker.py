@@ -59,6 +59,7 @@ class TuningTask:
         rank, world = env.global_rank, env.num_tasks
         if rank == 0:
             registry.update(self.job_id, lambda st: _mark_running(st, slurm_id))
+            _drop_literal_log_template(registry.paths(self.job_id).attempt_logs("%j"))
         last_check = [0.0]
 
         def resize_pending() -> bool:
@@ -76,7 +77,7 @@ class TuningTask:
                             init_method=_rendezvous(env) if world > 1 else None,
                             device=_device(env.local_rank), init_prompt=init_prompt,
                             init_prompt_id=state.init_prompt_id,
-                            stop_check=resize_pending if rank == 0 else None)
+                            stop_check=resize_pending if rank == 0 else None, display="log")
         except BaseException as exc:
             if rank == 0 and not isinstance(exc, SystemExit):
                 # Bad data or a bad spec fails the same way on every attempt: no retry.
@@ -115,6 +116,15 @@ class TuningTask:
         if Registry(self.home).load(self.job_id).pending_resize is not None:
             return None
         return submitit.helpers.DelayedSubmission(TuningTask(self.home, self.job_id))
+
+
+def _drop_literal_log_template(folder) -> None:
+    """submitit's local controller creates the logs/%j folder template literally (then writes
+    into logs/<pid>/): remove it while empty, so a job folder holds only real attempts."""
+    try:
+        folder.rmdir()
+    except OSError:  # absent (Slurm fills the template in) or not empty
+        pass
 
 
 def _initial_prompt(registry: Registry, job_id: str):

@@ -32,19 +32,21 @@ def default_device(rank: int, world_size: int) -> str:
 
 
 def launch(spec: JobSpec, root: Path, gpus: int, *, init_prompt: torch.Tensor | None = None,
-           init_prompt_id: str | None = None, stop_after: int | None = None) -> TrainOutcome:
-    """Train (or resume) the job in `root` with `gpus` local ranks; rank 0's outcome."""
+           init_prompt_id: str | None = None, stop_after: int | None = None,
+           display: str = "auto") -> TrainOutcome:
+    """Train (or resume) the job in `root` with `gpus` local ranks; rank 0's outcome.
+    `display`: how rank 0 shows progress on stderr (ptctl.tuning.report)."""
     if gpus < 1:
         raise errors.BadInputError(f"--gpus: got {gpus}, expected an integer >= 1")
     if gpus == 1:
         return train(spec, root, rank=0, world_size=1, device=default_device(0, 1),
                      init_prompt=init_prompt, init_prompt_id=init_prompt_id,
-                     stop_after=stop_after)
+                     stop_after=stop_after, display=display)
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     init_method = f"tcp://127.0.0.1:{_free_port()}"
     kwargs = {"init_prompt": init_prompt, "init_prompt_id": init_prompt_id,
-              "stop_after": stop_after}
+              "stop_after": stop_after, "display": display}
     procs = [ctx.Process(target=_worker, args=(spec, Path(root), rank, gpus, init_method,
                                                kwargs, results), daemon=False)
              for rank in range(gpus)]

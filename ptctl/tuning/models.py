@@ -16,11 +16,14 @@ refused by name, since unpickling runs whatever code the file holds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +34,12 @@ from ptctl.jobs.catalog import BUILTIN_MODELS
 from ptctl.safeload import pickle_weights
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# The libraries under the model whose warnings (deprecations inside peft's own calls, hints
+# meant for their developers) say nothing a ptctl user can act on.
+QUIET_MODULES = r"(transformers|peft|torch|huggingface_hub|accelerate|tokenizers)(\.|$)"
+
+
 @dataclass(frozen=True)
 class ModelIdentity:
     """What a soft prompt is tied to: a prompt only fits a model with the same hidden size."""
@@ -116,13 +125,23 @@ def _cpu_has_bf16() -> bool:
     return not {"avx512_bf16", "amx_bf16"}.isdisjoint(flags.split())
 
 
+def quiet_libraries() -> None:
+    """Keep third-party warnings, log chatter and progress bars out of users' terminals and
+    job logs; only the named libraries are silenced, never ptctl's own messages or errors."""
+    for category in (FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=QUIET_MODULES)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # transformers' and huggingface_hub's bars
+
+
 def load_base_model(ref: str, device: str = "cpu", dtype: str = "float32"):
     """(model, tokenizer) for `ref`: frozen (no parameter requires grad), eval mode, float32
     unless `dtype` says otherwise (the bank's scorer loads bfloat16 where that is faster)."""
+    quiet_libraries()
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     folder = resolve_model(ref)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False,
@@ -203,9 +222,12 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"gguf_file": gguf.name, "trust_remote_code": False}
+    quiet_libraries()
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype="float32", **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        # The GGUF dequantiser draws its own tqdm bar, deaf to transformers' switch.
+        with contextlib.redirect_stderr(io.StringIO()):
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype="float32", **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise BadInputError(f"{gguf}: cannot load GGUF file ({exc})") from None
     config_dict = loaded.config.to_dict()

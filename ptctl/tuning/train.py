@@ -40,6 +40,7 @@ from ptctl.tuning.data import (Batch, example_losses, label_log_likelihoods, lab
                                load_task, one_token_words)
 from ptctl.tuning.models import load_base_model, model_identity, resolve_model
 from ptctl.tuning.prompt import build_prompt_model, export_adapter, prompt_parameter, set_prompt
+from ptctl.tuning.report import Report
 
 PROGRESS_EVERY_S = 5.0     # progress.json at most this often (plus at every eval / save / end)
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
@@ -152,17 +153,19 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
           init_method: str | None = None, device: str = "cpu",
           init_prompt: torch.Tensor | None = None, init_prompt_id: str | None = None,
           stop_check: Callable[[], bool] | None = None,
-          stop_after: int | None = None) -> TrainOutcome:
+          stop_after: int | None = None, display: str = "auto") -> TrainOutcome:
     """Run (or resume) the job in `root` as rank `rank` of `world_size`.
 
     Every rank calls this with the same spec and root. `init_method` (e.g. tcp://host:port)
     is required when world_size > 1: NCCL on CUDA devices, gloo on CPU. `init_prompt` (a
     Prompt Bank entry, [virtual_tokens, hidden]) is used only when starting fresh; the latest
-    checkpoint under root/checkpoints wins otherwise. Returns on every rank.
+    checkpoint under root/checkpoints wins otherwise. `display` is how rank 0 shows progress
+    (ptctl.tuning.report). Returns on every rank.
     """
     session_started = time.time()  # with loop_started: the model-load share of a resize
     run = JobPaths(root)
     t = spec.training
+    report = Report(spec, display if rank == 0 else "off", world_size, device)
     stop_requested = _install_stop_handlers()
     if world_size > 1:
         if not init_method:
@@ -197,8 +200,10 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
             state = TrainState(init_prompt_id=init_prompt_id)
         resumed_from = state.step
         loop_started = time.time()  # model loaded, state restored: training can begin
+        report.begin(state.step, last is not None, loop_started - session_started)
 
         def evaluate() -> dict[str, float]:
+            report.evaluating(len(task.eval))
             mine = task.eval[rank::world_size]
             scores = label_scores(model, prompt.detach().unsqueeze(0), mine,
                                   task.label_token_ids, tokenizer.pad_token_id)
@@ -212,6 +217,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
             n = len(task.eval)
             metrics = {"accuracy": sums[0].item() / n, "loss": sums[1].item() / n}
             state.evals.append([state.step, metrics["accuracy"], metrics["loss"]])
+            report.evaluated(state.step, metrics)
             return metrics
 
         def save() -> Path | None:
@@ -259,6 +265,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                 reason = reason or "signal"  # another rank was signalled
                 checkpoint = save()
                 progress("stopped", reason)
+                report.end("stopped", reason, state.step, state.metrics())
                 return TrainOutcome("stopped", reason, state.step, state.samples, state.metrics(),
                                     checkpoint or latest_checkpoint(run.checkpoints),
                                     signal_name=stop_requested.signal_name)
@@ -296,6 +303,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
             steps_this_session += 1
             state.losses.append([state.step, loss_sum.item() / t.global_batch_size])
             speed.add(time.monotonic() - started)
+            report.step(state.step, state.losses[-1][1], speed.rate())
 
             if state.step % t.eval_every == 0 or state.step >= t.max_steps:
                 if spec.target.reached(evaluate()):
@@ -325,11 +333,13 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                 "init_prompt_id": state.init_prompt_id, "job": spec.name, "objective": objective,
             })
         progress("finished", state.finished)
+        report.end("finished", state.finished, state.step, state.metrics())
         _barrier(world_size)
         return TrainOutcome("finished", state.finished, state.step, state.samples,
                             state.metrics(), checkpoint or latest_checkpoint(run.checkpoints),
                             result or run.result)
     finally:
+        report.close()
         if world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
         _restore_handlers(stop_requested)
