@@ -25,12 +25,14 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "elasticflow"
 REFERENCE = DATA / "reference"
 
 
-def load_reference(run: str) -> tuple[dict, dict[str, bool]]:
-    """ElasticFlow's recorded summary and job id -> met deadline (admitted jobs only)."""
+def load_reference(run: str) -> tuple[dict, dict[str, bool | None]]:
+    """ElasticFlow's recorded summary and job id -> met deadline (admitted jobs only; None where
+    the run's record does not say)."""
     folder = REFERENCE / run
     summary = json.loads((folder / "summary.json").read_text())
     with open(folder / "admitted.csv", newline="") as f:
-        return summary, {row["job_id"]: row["met"] == "1" for row in csv.DictReader(f)}
+        return summary, {row["job_id"]: None if row["met"] == "" else row["met"] == "1"
+                         for row in csv.DictReader(f)}
 
 
 def timed(jobs, policy, config) -> tuple[SimResult, float]:
@@ -58,14 +60,20 @@ def main() -> None:
         result, wall = timed(jobs, "elasticflow", config)
         s = result.summary()
         same_admission = sum((not o.declined) == (o.job_id in ref_admitted) for o in result.outcomes)
-        same_outcome = sum(o.met_deadline == ref_admitted.get(o.job_id, False) for o in result.outcomes)
         n = len(result.outcomes)
+        same_outcome = "-"
+        if None not in ref_admitted.values():
+            same = sum(o.met_deadline == ref_admitted.get(o.job_id, False) for o in result.outcomes)
+            same_outcome = f"{same / n:.2%}"
         ref_dsr, dsr = ref["deadline_satisfactory_ratio"], s["deadline_satisfactory_ratio"]
+        ref_gpu_h, gpu_h = ref["gpu_hours"], s["gpu_hours"]
+        ref_cost, cost_diff = "-", "-"
+        if ref_gpu_h is not None:
+            ref_cost, cost_diff = f"{ref_gpu_h:,.1f}", f"{gpu_h / ref_gpu_h - 1:+.2%}"
         print(f"| {ref['trace'].removesuffix('.csv')} | {ref['cluster_spec'].removesuffix('.csv')} | "
               f"{n:,} | {ref_dsr:.4f} | {dsr:.4f} | {dsr - ref_dsr:+.4f} | "
-              f"{same_admission / n:.2%} | {same_outcome / n:.2%} | {ref['gpu_hours']:,.1f} | "
-              f"{s['gpu_hours']:,.1f} | {s['gpu_hours'] / ref['gpu_hours'] - 1:+.2%} | {wall:.0f} |",
-              flush=True)
+              f"{same_admission / n:.2%} | {same_outcome} | {ref_cost} | {gpu_h:,.1f} | "
+              f"{cost_diff} | {wall:.0f} |", flush=True)
         if args.baselines:
             baselines.append((run, jobs, config, s, wall))
 
