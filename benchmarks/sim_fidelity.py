@@ -1,56 +1,102 @@
-"""Fidelity and ElasticFlow-trace figures: ptctl's `elasticflow`/`edf` policies against
-ElasticFlow's own simulator (REFERENCE §3), and `prompttuner` vs `elasticflow` on the same traces.
+"""Fidelity of ptctl's `elasticflow` policy to ElasticFlow's own simulator, and `prompttuner` /
+`edf` against it on ElasticFlow's traces.
 
-Usage: python benchmarks/sim_fidelity.py [trace:spec ...]   (default 195job:n16g8 cluster01:n64g8)
-Prints a markdown table; traces are read from $PTCTL_EF_TRACES or the repository's data/elasticflow.
+Usage: python benchmarks/sim_fidelity.py [RUN ...] [--baselines]
+
+RUN is a folder of data/elasticflow/reference/ (<trace>_<spec>; default: all of them). For each,
+ptctl's `elasticflow` runs on the same trace and cluster and is compared with ElasticFlow's
+recorded run: deadline satisfactory ratio (DSR), the share of jobs admitted or declined alike
+(and meeting their deadline alike), GPU-hours. `--baselines` also runs `prompttuner` and `edf`
+on those traces and prints them against ptctl's `elasticflow`. Prints markdown tables.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import csv
+import json
 import time
 from pathlib import Path
 
 from ptctl.sim.engine import simulate
+from ptctl.sim.results import SimResult
 from ptctl.sim.runner import prepare
 
-SHARED = Path(os.environ.get("PTCTL_EF_TRACES",
-                             Path(__file__).resolve().parents[1] / "data/elasticflow"))
-# ElasticFlow's own simulator (`ef-accessctrl` / `edf`, 60 s slots, A100 tables). 195job: REFERENCE
-# §3, and the same 0.877 from the simulator reconstructed from pkusys/ElasticFlow's stored code
-# (/work/efsim/ef, RESULTS.md). cluster01 elasticflow: that reconstructed simulator run here
-# (1,310 of 1,595, 2,107 s); REFERENCE §3's 0.848 is an earlier run the stored code does not
-# reproduce. cluster03 elasticflow: the same simulator run here (1,562 of 3,011, 2,866 s).
-# edf: REFERENCE §3 (not re-run).
-REFERENCE = {"195job": {"elasticflow": 0.877, "edf": 0.097},
-             "cluster01": {"elasticflow": 0.821, "edf": 0.187},
-             "cluster03": {"elasticflow": 0.519}}
+DATA = Path(__file__).resolve().parents[1] / "data" / "elasticflow"
+REFERENCE = DATA / "reference"
 
 
-def main(pairs: list[str]) -> None:
-    print("| trace | cluster | policy | DSR (ptctl) | DSR (ElasticFlow sim) | diff | GPU-hours | "
-          "GPU-h / elasticflow | met / elasticflow | declined | resizes | wall s |")
+def load_reference(run: str) -> tuple[dict, dict[str, bool | None]]:
+    """ElasticFlow's recorded summary and job id -> met deadline (admitted jobs only; None where
+    the run's record does not say)."""
+    folder = REFERENCE / run
+    summary = json.loads((folder / "summary.json").read_text())
+    with open(folder / "admitted.csv", newline="") as f:
+        return summary, {row["job_id"]: None if row["met"] == "" else row["met"] == "1"
+                         for row in csv.DictReader(f)}
+
+
+def timed(jobs, policy, config) -> tuple[SimResult, float]:
+    start = time.perf_counter()
+    result = simulate(jobs, policy, config)
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("runs", nargs="*")
+    parser.add_argument("--baselines", action="store_true")
+    args = parser.parse_args()
+    runs = args.runs or sorted(p.name for p in REFERENCE.iterdir() if p.is_dir())
+
+    print("| trace | cluster | jobs | DSR ElasticFlow | DSR ptctl | diff | same admission | "
+          "same outcome | GPU-h ElasticFlow | GPU-h ptctl | GPU-h diff | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for pair in pairs:
-        trace, spec = pair.split(":")
-        jobs, config = prepare(SHARED / f"{trace}.csv", cluster_spec=SHARED / f"cluster_specs/{spec}.csv",
-                               throughputs=SHARED / "throughputs_A100")
-        results = {}
+    baselines = []
+    for run in runs:
+        ref, ref_admitted = load_reference(run)
+        jobs, config = prepare(DATA / ref["trace"],
+                               cluster_spec=DATA / "cluster_specs" / ref["cluster_spec"],
+                               throughputs=DATA / "throughputs_A100")
+        result, wall = timed(jobs, "elasticflow", config)
+        s = result.summary()
+        same_admission = sum((not o.declined) == (o.job_id in ref_admitted) for o in result.outcomes)
+        n = len(result.outcomes)
+        same_outcome = "-"
+        if None not in ref_admitted.values():
+            same = sum(o.met_deadline == ref_admitted.get(o.job_id, False) for o in result.outcomes)
+            same_outcome = f"{same / n:.2%}"
+        ref_dsr, dsr = ref["deadline_satisfactory_ratio"], s["deadline_satisfactory_ratio"]
+        ref_gpu_h, gpu_h = ref["gpu_hours"], s["gpu_hours"]
+        ref_cost, cost_diff = "-", "-"
+        if ref_gpu_h is not None:
+            ref_cost, cost_diff = f"{ref_gpu_h:,.1f}", f"{gpu_h / ref_gpu_h - 1:+.2%}"
+        print(f"| {ref['trace'].removesuffix('.csv')} | {ref['cluster_spec'].removesuffix('.csv')} | "
+              f"{n:,} | {ref_dsr:.4f} | {dsr:.4f} | {dsr - ref_dsr:+.4f} | "
+              f"{same_admission / n:.2%} | {same_outcome} | {ref_cost} | {gpu_h:,.1f} | "
+              f"{cost_diff} | {wall:.0f} |", flush=True)
+        if args.baselines:
+            baselines.append((run, jobs, config, s, wall))
+
+    if not baselines:
+        return
+    print("\n| trace | cluster | policy | DSR | met | GPU-hours | GPU-h / elasticflow | "
+          "met / elasticflow | declined | resizes | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for run, jobs, config, ef, ef_wall in baselines:
+        trace, spec = run.rsplit("_", 1)
         for policy in ("elasticflow", "prompttuner", "edf"):
-            start = time.perf_counter()
-            s = simulate(jobs, policy, config).summary()
-            results[policy] = (s, time.perf_counter() - start)
-        ef = results["elasticflow"][0]
-        for policy, (s, wall) in results.items():
-            ref = REFERENCE.get(trace, {}).get(policy)
-            dsr = s["deadline_satisfactory_ratio"]
-            print(f"| {trace} | {spec} | {policy} | {dsr:.3f} | {'-' if ref is None else ref} | "
-                  f"{'-' if ref is None else f'{dsr - ref:+.3f}'} | {s['gpu_hours']:,.0f} | "
+            if policy == "elasticflow":
+                s, wall = ef, ef_wall
+            else:
+                result, wall = timed(jobs, policy, config)
+                s = result.summary()
+            print(f"| {trace} | {spec} | {policy} | {s['deadline_satisfactory_ratio']:.3f} | "
+                  f"{s['met_deadline']:,} | {s['gpu_hours']:,.0f} | "
                   f"{s['gpu_hours'] / ef['gpu_hours']:.2f} | "
                   f"{s['met_deadline'] / max(1, ef['met_deadline']):.2f} | {s['declined']} | "
                   f"{s['resizes']} | {wall:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["195job:n16g8", "cluster01:n64g8"])
+    main()

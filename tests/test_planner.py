@@ -133,7 +133,9 @@ def test_elasticflow_declines_what_it_cannot_guarantee_and_fills_leftover():
     decisions = decide("elasticflow", 0.0, 8, jobs, cluster)
     assert [d.action for d in decisions] == ["start", "decline"]
     assert decisions[0].gpus == 8  # minimum share 2, leftover GPUs go to it too
-    assert decisions[0].memory["ef_real_end_s"] == 300  # the minimum share's end: deadline check
+    # The end of the allocation it got (8 GPUs), not of its minimum share (300): ElasticFlow's
+    # `real_end_time`, the deadline check.
+    assert decisions[0].memory["ef_real_end_s"] == 75
     assert decisions[1].memory == {"ef_admitted": False}
 
 

@@ -37,8 +37,9 @@ class ElasticFlowPolicy(Policy):
       to its next level now (jobs holding no GPU first), re-planned with the minimum share after
       the first timeline change; counts are the table's columns up to the per-model caps.
 
-    Memory written per job: `ef_admitted`, `ef_real_end_s` (the minimum-share plan's unrounded end:
-    ElasticFlow's deadline check), `ef_end_s` (slot-aligned end of the allocation it got) and
+    Memory written per job: `ef_admitted`, `ef_real_end_s` (the unrounded end of the allocation it
+    got, leftover GPUs included - ElasticFlow's `real_end_time`: its deadline check, and where its
+    progress stops counting), `ef_end_s` (slot-aligned end of the allocation it got) and
     `ef_order` (its position in ElasticFlow's job list after this round - by GPU count, stably
     over the leftover order - used by the simulator to place jobs in the same order and by the
     next round to break deadline ties as ElasticFlow's stable sort does). `predicted_finish_s` is the unrounded end of the allocation it
@@ -84,7 +85,7 @@ class ElasticFlowPolicy(Policy):
             plan = e.plan
             review = next((t for t, _ in plan.allocs if t > now_s), None) if plan else None
             update = {"ef_admitted": True, "ef_order": e.order,
-                      "ef_real_end_s": e.share.real_end if e.share else now_s,
+                      "ef_real_end_s": plan.real_end if plan else now_s,
                       "ef_end_s": plan.end if plan else now_s}
             finish = plan.real_end if plan and e.gpus else None
             out.append(_decision(job, e.gpus, "minimum satisfactory share" if e.share and e.share.ok

@@ -155,7 +155,8 @@ def simulate_elasticflow_events(jobs: list[SimJob], policy: Policy, config: SimC
       than one event is pending); progress between rounds uses the whole seconds between them;
     - a job's end event is its plan's slot-aligned end plus this round's overhead; a job that
       runs out of work earlier ends at the next round; at its end event it leaves, and it meets
-      its deadline if its last minimum-share plan did (the unrounded plan end, `ef_real_end_s`);
+      its deadline if the allocation it got in its last round ended by it (the unrounded end,
+      `ef_real_end_s`: ElasticFlow's `real_end_time`, after which progress no longer counts);
     - every round each running job pays its overhead (`elasticflow_overhead_s`), cached by exact GPU
       ranks of ElasticFlow's placement (`_EfPlacement`: its free-node list carried across rounds,
       jobs released at their end events, then in deadline order, then placed in its job-list
