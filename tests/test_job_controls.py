@@ -49,6 +49,10 @@ def test_submit_states_the_gpu_limits(tmp_path: Path):
     # The embedded default has one GPU: its budget is what clips.
     result = run_cli("submit", str(spec), "--dry-run", env=LOCAL)
     assert "clipped to 1" in result.stderr and "gpu_budget (1)" in result.stderr
+    # The default gpus.max (8) is a ceiling, not a request: clipping it is not worth a warning.
+    default = tiny_spec(tmp_path, gpus={"min": 1})
+    result = run_cli("submit", str(default), "--profile", wide, "--dry-run", env=LOCAL)
+    assert result.returncode == 0 and "clipped" not in result.stderr, result.stderr
     too_many = tiny_spec(tmp_path, gpus={"min": 3, "max": 4})
     result = run_cli("submit", str(too_many), "--profile", wide, "--dry-run", env=LOCAL)
     assert result.returncode == 2

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ptctl.config import Profile
 from ptctl.errors import BadInputError
+from ptctl.jobs.spec import GpuBounds
 from ptctl.planner.views import allowed_gpu_counts
 
 
@@ -80,7 +81,8 @@ def check_spec(origin: str, spec: dict[str, Any], profile: Profile,
         reason = limits.why_not(limits.spec_min)
         raise BadInputError(f"{origin}: gpus.min: {limits.spec_min} GPUs cannot be given: "
                             f"{reason}")
-    if warn and max(allowed) < limits.spec_max:
+    # The default gpus.max is a ceiling, not a request: clipping it says nothing new.
+    if warn and max(allowed) < limits.spec_max != GpuBounds.max:
         warn(f"{origin}: gpus.max {limits.spec_max} is clipped to {max(allowed)}: "
              f"{limits.why_not(max(allowed) + 1)}; {limits.summary()}")
     if warn and min(allowed) > limits.spec_min:
