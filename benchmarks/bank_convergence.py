@@ -1,7 +1,7 @@
 """Steps to the target accuracy on tasks held out of the seed bank: bank vs random vs text init.
 
-    python benchmarks/bank_convergence.py run --out /tmp/conv.jsonl [--inits bank,random]
-    python benchmarks/bank_convergence.py report /tmp/conv.jsonl [more.jsonl ...] [--json]
+    python benchmarks/bank_convergence.py run --out conv.jsonl [--inits bank,random]
+    python benchmarks/bank_convergence.py report conv.jsonl [more.jsonl ...] [--json]
 
 Each (task, init, seed) is a fresh `ptctl.tuning.launch.launch` run of SmolLM2-135M in its own
 folder; 'bank' starts from `ptctl bank query`'s two-layer pick, 'bank-exhaustive' from the
@@ -88,7 +88,7 @@ HELD_OUT = {
     },
     # --- set "fresh-bbc": every BBC topic pair that no source and no task above uses, the
     # topic names as answer words (as bbc-topics-5 answers). Chosen, with their targets by the
-    # rule, in session 4 before any of them was run, after the two sets above had shown that
+    # rule, before any of them was run, after the two sets above had shown that
     # no init reaches a tweet target within 60 CPU steps: on tweets this budget cannot compare
     # inits, so the new set holds the tasks it can.
     **{f"bbc-{a}-vs-{b}": {
@@ -114,9 +114,10 @@ SETTINGS = {"global_batch_size": 4, "max_length": 32, "learning_rate": 0.05}
 
 # How `ptctl bank query` scores candidates (recorded with each bank run).
 SCORER = f"rank-classification loss, {SAMPLES} samples, {scoring_dtype()}"
-# Which search picked a bank run's prompt. Records from before session 6 have no `search`: their
-# two-layer picks scored no nearest entries first (Budget.nearest did not exist); up to session
-# 10 the nearest entries could share a cluster and layer 1 ranked medoids by similarity.
+# Which search picked a bank run's prompt. The oldest records have no `search`: their two-layer
+# picks scored no nearest entries first (Budget.nearest did not exist); in records made before
+# spread+distinct the nearest entries could share a cluster and layer 1 ranked medoids by
+# similarity.
 _BUDGET = Budget()
 SEARCH = {"bank": f"two-layer, {_BUDGET.nearest} nearest by task embedding first"
                   + (" (of different clusters)" if _BUDGET.distinct_nearest else "")
@@ -148,8 +149,8 @@ def make_spec(task: str, init: str, seed: int, max_steps: int = MAX_STEPS,
 
 
 def settings_of(args) -> dict:
-    """The settings a record must match to be reused (records from before session 8 have no
-    objective: they trained on the vocabulary objective)."""
+    """The settings a record must match to be reused (records without an
+    objective trained on the vocabulary objective)."""
     settings = {**SETTINGS, "max_steps": args.max_steps, "eval_every": args.eval_every,
                 "eval_samples": args.eval_samples}
     if args.objective != "vocabulary":

@@ -1,8 +1,8 @@
 """Which training objective lets a bank start keep its head start on tweet tasks?
 
-    python benchmarks/bank_objective.py run --out /tmp/obj.jsonl [--part 0 --parts 2] \
+    python benchmarks/bank_objective.py run --out obj.jsonl [--part 0 --parts 2] \
         --reuse lr_0.jsonl lr_1.jsonl
-    python benchmarks/bank_objective.py report /tmp/obj.jsonl --reuse lr_0.jsonl lr_1.jsonl
+    python benchmarks/bank_objective.py report obj.jsonl --reuse lr_0.jsonl lr_1.jsonl
 
 Why ask: training minimises the label word's cross-entropy over the whole vocabulary, while
 evaluation (and the bank's scorer) ranks the label words against each other. A bank prompt
@@ -16,8 +16,8 @@ bank starts (from the prompt bank_start_lr.py's lr-0.05 run started from) with l
 and random init with both objectives. Bank starts with the vocabulary objective are
 bank_start_lr.py's lr-0.05 records (`--reuse`).
 
-Metric: AUC = mean eval accuracy over steps 10..100. The rules, fixed before any run
-(session 8): A (rerun the held-out benchmark with label_words): for bank starts, mean AUC
+Metric: AUC = mean eval accuracy over steps 10..100. The rules, fixed before any run:
+A (rerun the held-out benchmark with label_words): for bank starts, mean AUC
 gain >= 0.02 with label_words higher on >= 5 of 8 tasks, and the bank-minus-random AUC gap
 under label_words at least the gap under vocabulary. B (make label_words the default
 objective): mean AUC gain >= 0.02 for both bank and random starts.

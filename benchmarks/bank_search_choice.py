@@ -9,10 +9,10 @@ as a query scores (`scored_matrix`: 8 samples, bfloat16 where native); then each
 on those losses at the same candidate budget (`Budget()`: 8 of the 11-12 eligible entries).
 Regret = loss of the variant's pick - loss of the exhaustive pick (lower is better).
 
-Variants: `Budget(nearest=0)` (the search up to session 5: medoids first), `nearest=1`,
+Variants: `Budget(nearest=0)` (the earlier search: medoids first), `nearest=1`,
 `nearest=2` (the entries nearest the task by task embedding scored before the medoids), and
 the budget's nearest entries alone (a reference, not a two-layer search). The rule, fixed with
-the task list before any validation task was scored (session 6): ship the better of nearest=1
+the task list before any validation task was scored: ship the better of nearest=1
 and nearest=2 if its mean regret over all 30 tasks is at most 0.8x nearest=0's and its mean
 over the 18 validation tasks is not above nearest=0's; otherwise keep nearest=0.
 

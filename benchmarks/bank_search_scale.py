@@ -6,7 +6,7 @@ its nearest-entry step and layer-1 order, on the seed bank and on banks of 100-1
 Why ask: on a 100-entry bank of perturbed copies the shipped search picked a copy of
 tweets-good-vs-bad (loss 1.72) over one of tweets-3-alt-words (0.47). Its 2 nearest entries
 were copies of one prompt, and layer 1 ranks medoids by the medoid's own task similarity,
-which says little about a cluster of prompts that behave alike (session 7).
+which says little about a cluster of prompts that behave alike.
 
 Variants (the same budget, `Budget()`'s size, and 2 nearest entries first):
   shipped   nearest = the 2 entries most similar to the task; medoids by their own similarity
@@ -15,7 +15,7 @@ Variants (the same budget, `Budget()`'s size, and 2 nearest entries first):
   both      distinct + member
   spread    layer-1 medoids spread over the clustering features: the medoid most similar to the
             task, then each next the farthest from those chosen (round 2)
-  spread+distinct   spread with distinct nearest entries (round 2; shipped since session 11)
+  spread+distinct   spread with distinct nearest entries (round 2; shipped: `Budget()`'s default)
 Query tasks: bank_search_choice.py's 30 (12 sources leave-one-out + 18 validation), every seed
 bank entry scored on each once as a query scores it (`--cache` keeps those losses). Banks: the
 seed bank itself, and 100 / 1,000 / 10,000 perturbed copies (bank_query_cost.synthetic_copies,
@@ -23,7 +23,7 @@ rng seed 0, clustered as the build clusters). On the copies the search is replay
 LM: a copy's loss is the loss of the entry it copies, and leave-one-out removes every copy of
 the task's own entry. Regret = the pick's loss - the best eligible loss.
 
-The rule, fixed before any scoring (session 8): of distinct, member and both, take the lowest
+The rule, fixed before any scoring: of distinct, member and both, take the lowest
 mean regret averaged over the three copy banks; ship it if that is <= 0.8x shipped's and its
 regret on the seed bank is not above shipped's (ties: the simpler, in the order listed).
 Round 2 (spread, spread+distinct) was designed after round 1's results showed layer 1 scoring
@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bank_query_cost import synthetic_copies  # noqa: E402
 from bank_search_choice import score_queries  # noqa: E402
 
-# "shipped" is the search shipped until session 11 (the baseline of both rounds); since session
-# 11 `Budget()` is spread+distinct.
+# "shipped" is the search shipped before spread+distinct (the baseline of both rounds); `Budget()`
+# is spread+distinct.
 VARIANTS = {"shipped": {"distinct_nearest": False, "medoid_order": "medoid"},
             "distinct": {"distinct_nearest": True, "medoid_order": "medoid"},
             "member": {"distinct_nearest": False, "medoid_order": "member"},

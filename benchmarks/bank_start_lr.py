@@ -1,7 +1,7 @@
 """Should a job that starts from a Prompt Bank prompt use a smaller learning rate?
 
-    python benchmarks/bank_start_lr.py run --out /tmp/lr.jsonl [--part 0 --parts 2]
-    python benchmarks/bank_start_lr.py report /tmp/lr.jsonl [more.jsonl ...]
+    python benchmarks/bank_start_lr.py run --out lr.jsonl [--part 0 --parts 2]
+    python benchmarks/bank_start_lr.py report lr.jsonl [more.jsonl ...]
 
 Why ask: Adam moves every coordinate by up to the learning rate a step. At the seed bank's lr
 (0.05) ten steps can move a bank prompt (coordinate std about 0.38) by more than its own
@@ -15,7 +15,7 @@ samples, max_steps 600 so the schedule matches theirs), seed 0, stopped after ST
 Targets: the seed bank's rule (majority of the eval split + half the rest, to 0.05). Runs go
 lr 0.05 and 0.015 for every task first, then 0.005; `run` appends and skips runs recorded.
 
-The rule, fixed before any run (session 7): adopt the lower-lr variant with the lowest mean
+The rule, fixed before any run: adopt the lower-lr variant with the lowest mean
 censored steps to target (censored = STOP + 10) over the 18 tasks if that mean is at most 0.8x
 lr 0.05's and it reaches the target on at least as many tasks; otherwise keep 0.05. Only a
 variant with all 18 tasks takes part.
@@ -57,7 +57,7 @@ def make_spec(task: str, learning_rate: float, target: float):
         "training": {"global_batch_size": batch, "micro_batch_size": batch,
                      "learning_rate": learning_rate, "max_steps": HORIZON,
                      "eval_every": EVAL_EVERY, "checkpoint_every": 1000, "seed": 0,
-                     "objective": "vocabulary"},  # as run in session 7
+                     "objective": "vocabulary"},  # as these runs were made
     }, origin=f"validation task {task}")
 
 

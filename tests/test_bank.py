@@ -457,7 +457,7 @@ def test_search_variants_reach_a_cluster_whose_medoid_looks_unrelated():
                                 lambda ids: np.array([near[i] for i in ids]), None,
                                 lambda ids: np.array([place.get(i, [0.5, 0.5]) for i in ids]))
 
-    def previous(clusters, loss, near, **options):  # the search before session 11
+    def previous(clusters, loss, near, **options):  # the search before spread+distinct
         return search(clusters, loss, near,
                       **{"distinct_nearest": False, "medoid_order": "medoid", **options})
 

@@ -12,7 +12,8 @@ Convergence file (`--convergence FILE`, JSON):
 Missing keys take DEFAULT_CONVERGENCE. Medians are at most 1e9 iterations and sigmas at most 5
 (beyond, exp() of the noise overflows to infinite iterations). The default ratio 0.5 is an assumption: the Prompt Bank
 benchmark (`benchmarks/bank_convergence.py report --convergence-out FILE`) writes this file from
-measured runs; so far they measured 0.89, with half the runs censored (benchmarks/RESULTS.md).
+measured runs; the seed bank's held-out runs give a median of 0.2759 with sigma 0.6432
+(benchmarks/RESULTS.md, "Convergence on held-out tasks").
 
 Throughput of the prompt-tuning models (`PROMPT_TUNING_THROUGHPUTS`, iterations/s on A100s at
 global batch 32) is an assumption stated here, shaped by the Universal Scalability Law: small
