@@ -143,7 +143,7 @@ def steps_for_seconds(tmp_path: Path, training: dict, seconds: float, at_least: 
         "max_steps": 200, "eval_every": 200, "checkpoint_every": 200})
     result = run_cli("run", str(spec), "--dir", str(folder / "run"), "--json",
                      env={"OMP_NUM_THREADS": "1"}, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # ran all its steps, short of its target
     speed = json.loads((folder / "run" / "progress.json").read_text())["steps_per_s"]
     return max(at_least, int(speed * seconds))
 

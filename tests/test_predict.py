@@ -30,7 +30,7 @@ def adapters(tmp_path_factory) -> dict[str, Path]:
                                      "learning_rate": 0.3, "max_steps": 4, "eval_every": 4,
                                      "checkpoint_every": 4})
     run = run_cli("run", str(spec), "--dir", str(root / "job"), "--json", timeout=600)
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 3, run.stderr  # short of its 0.99 target: exported all the same
     exported = root / "elsewhere" / "my-prompt"
     shutil.copytree(root / "job" / "result", exported)
     return {"result": root / "job" / "result", "exported": exported}

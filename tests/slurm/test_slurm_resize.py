@@ -40,7 +40,7 @@ def test_resize_grow_and_shrink_keeps_the_result(tmp_path: Path):
     # One thread, as each Slurm task has (cpus_per_gpu: 1): same kernels, same float sums.
     reference = run_cli("run", str(spec), "--dir", str(tmp_path / "reference"), "--gpus", "1",
                         "--json", env={"OMP_NUM_THREADS": "1"}, timeout=600)
-    assert reference.returncode == 0, reference.stderr
+    assert reference.returncode == 3, reference.stderr  # max_steps, short of its target
 
     result = run_cli("submit", str(spec), "--json", env=SLURM)
     assert result.returncode == 0, result.stderr
