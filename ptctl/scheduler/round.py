@@ -37,6 +37,7 @@ class Tick:
     now: float
     actions: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # job records skipped, one line each
 
     def act(self, job_id: str, action: str, **detail: Any) -> None:
         self.actions.append({"job": job_id, "action": action, **detail})
@@ -286,6 +287,7 @@ def rebalance_once(registry: Registry, profile: Profile, policy: str, *, dry_run
             return None
         tick = Tick(now=time.time())
         jobs = load_live_jobs(registry, include_terminal=bank_dir is not None)
+        tick.unreadable = jobs.unreadable
         poll_attempts(jobs, profile)
         if not dry_run:
             for job in jobs:
