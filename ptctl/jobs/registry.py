@@ -240,11 +240,16 @@ class Registry:
         yield from self.scan().states
 
     def update(self, job_id: str, change: Callable[[JobState], None]) -> JobState:
-        """Apply `change` to the job's state under its lock; lands atomically or not at all."""
+        """Apply `change` to the job's state under its lock; lands atomically or not at all.
+        A change that leaves the state as it was writes nothing: a round run again right after
+        another must not bump versions or touch files."""
         paths = self._require(job_id)
         with file_lock(paths.lock):
             state = self.load(job_id)
+            before = state.to_dict()
             change(state)
+            if state.to_dict() == before:
+                return state
             state.version += 1
             state.updated_at = utcnow()
             if state.is_terminal and state.ended_at is None:
