@@ -43,6 +43,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def follow_umask(root: str | os.PathLike) -> None:
+    """Give `root` and everything under it the modes the umask gives new files and folders.
+
+    One rule for every file a job produces (state, checkpoints, results, the model cache):
+    mkdtemp makes private folders and some libraries private files (safetensors), which
+    left a teammate able to read a job's state but not its result."""
+    mask = _umask()
+    root = Path(root)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
