@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import stat
 import tempfile
 from datetime import datetime, timezone
@@ -40,6 +41,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def follow_umask(root: str | os.PathLike) -> None:
+    """Give `root` and everything under it the modes the umask gives new files and folders.
+
+    One rule for every file a job produces (state, checkpoints, results, the model cache):
+    mkdtemp makes private folders and some libraries private files (safetensors), which
+    left a teammate able to read a job's state but not its result."""
+    mask = _umask()
+    root = Path(root)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _umask() -> int:
@@ -96,6 +110,27 @@ def file_lock(path: str | os.PathLike, shared: bool = False, create: bool = True
         except OSError as exc:
             raise PtctlError(f"{path}: cannot lock ({exc.strerror})") from None
         yield True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def owner_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold `path` for this process, writing its pid and host in it; PtctlError naming the
+    holder when another process holds it (`what` says what is held). The flock is the truth:
+    the words left in the file by an ended holder mean nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            raise PtctlError(f"{what}: in use by {holder} ({path})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield
     finally:
         os.close(fd)
 

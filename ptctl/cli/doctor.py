@@ -49,7 +49,7 @@ def _check_state_folder(cfg: Config, backend: Backend) -> list[Check]:
         os.unlink(probe)
     except OSError as exc:
         return [Check("state folder writable", "fail", f"{home}: {exc.strerror or exc}")]
-    checks = [Check("state folder writable", "ok", str(home))]
+    checks = [Check("state folder writable", "ok", str(home))] + _check_job_records(cfg)
     fstype = filesystem_type(home)
     if not backend.multi_node or fstype in SHARED_FS_TYPES:
         checks.append(Check("state folder shared", "ok", f"{home} on {fstype}"))
@@ -58,6 +58,18 @@ def _check_state_folder(cfg: Config, backend: Backend) -> list[Check]:
                             f"{home} is on {fstype}, not a shared filesystem: jobs on other "
                             "nodes will not see it (fine on a single-node cluster)"))
     return checks
+
+
+def _check_job_records(cfg: Config) -> list[Check]:
+    """A job record that cannot be read is skipped by every command: say which, once each."""
+    from ptctl.jobs.registry import Registry
+    from ptctl.scheduler.views import load_live_jobs
+
+    jobs = load_live_jobs(Registry(cfg.home), include_terminal=True)
+    if not jobs.unreadable:
+        return [Check("job records", "ok", f"{len(jobs)} job(s) readable")]
+    return [Check("job record", "warn", f"skipped by every command: {line}")
+            for line in jobs.unreadable]
 
 
 def _check_model_and_bank(cfg: Config) -> list[Check]:

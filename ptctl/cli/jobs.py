@@ -186,7 +186,8 @@ def status(
     out = Output(json_mode=json, quiet=quiet)
     cfg = common.config()
     while True:
-        rows = status_rows(cfg, [job_id] if job_id else None, all_jobs)
+        rows, unreadable = status_rows(cfg, [job_id] if job_id else None, all_jobs)
+        _warn_unreadable(out, unreadable)
         if job_id and not json and rows:
             _print_one(out, rows[0], cfg)
         else:
@@ -225,8 +226,11 @@ def ls(all_jobs: Annotated[bool, typer.Option("--all", help="Include ended jobs.
     registry = _registry(cfg)
     from ptctl.scheduler.status import ENDED_WORDS, deadline_margin_s
 
-    states = [s for s in registry.all() if all_jobs or not s.is_terminal]
-    specs = [registry.load_spec(s.job_id) for s in states]
+    from ptctl.scheduler.views import load_live_jobs
+
+    jobs = load_live_jobs(registry, include_terminal=all_jobs)
+    _warn_unreadable(out, jobs.unreadable)
+    states, specs = [j.state for j in jobs], [j.spec for j in jobs]
     ended = [{"outcome": ENDED_WORDS.get(s.phase),
               "deadline_met": deadline_margin_s(s, spec) >= 0 if s.is_terminal else None}
              for s, spec in zip(states, specs)]
@@ -237,6 +241,13 @@ def ls(all_jobs: Annotated[bool, typer.Option("--all", help="Include ended jobs.
                     for s, spec, e in zip(states, specs, ended)])
     if not states:
         out.info(f"no jobs in {registry.jobs_dir}")
+
+
+def _warn_unreadable(out: Output, unreadable: list[str]) -> None:
+    """Job records that could not be read were skipped: one warning each, on stderr (also with
+    --json, whose document stays the list of jobs that could be read)."""
+    for line in unreadable:
+        out.warn(f"skipped: {line}")
 
 
 def _ls_outcome(ended: dict[str, Any]) -> str:

@@ -39,7 +39,10 @@ def rebalance(
     rows = [(d.job_id, d.action, d.gpus, d.reason) for d in tick.decisions]
     out.table(["job", "decision", "gpus", "reason"], rows, data={
         "dry_run": dry_run, "policy": cfg.policy, "profile": profile.name,
-        "decisions": [d.__dict__ for d in tick.decisions], "actions": tick.actions})
+        "decisions": [d.__dict__ for d in tick.decisions], "actions": tick.actions,
+        "unreadable": tick.unreadable})
+    for line in tick.unreadable:
+        out.warn(f"skipped: {line}")
     if not json:
         for action in tick.actions:
             out.info(" ".join(f"{k}={v}" for k, v in action.items()))

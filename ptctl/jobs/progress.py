@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ptctl.errors import CorruptFileError
+from ptctl.errors import CorruptFileError, excerpt
 from ptctl.fsutil import atomic_write_json
 
 
@@ -50,7 +50,11 @@ class Progress:
     eval_curve: list[list[float]] = field(default_factory=list)
 
 
-_FIELDS = {f.name for f in dataclasses.fields(Progress)}
+_NUMBER = (int, float)
+_KINDS = {"int": _NUMBER, "float": _NUMBER, "str": (str,), "list": (list,), "dict": (dict,)}
+# field -> (accepted types, may be null), from the annotations ("int | None", "list[...]")
+_FIELDS = {f.name: (_KINDS[f.type.split("[")[0].split(" ")[0]], f.type.endswith("| None"))
+           for f in dataclasses.fields(Progress)}
 
 
 def write_progress(path: Path, progress: Progress) -> None:
@@ -65,7 +69,14 @@ def read_progress(path: Path) -> Progress | None:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptFileError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise CorruptFileError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(data, dict):
         raise CorruptFileError(f"{path}: expected a JSON object")
+    for key, value in data.items():
+        kinds, nullable = _FIELDS.get(key, ((object,), True))
+        if not (value is None and nullable) and (
+                not isinstance(value, kinds) or isinstance(value, bool)):
+            raise CorruptFileError(f"{path}: field {key!r} is {excerpt(value)}, a wrong type")
     return Progress(**{k: v for k, v in data.items() if k in _FIELDS})
 

@@ -11,20 +11,23 @@ duplicate or half-write a record. The deadline lives in the spec only.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import secrets
 import shutil
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
 
-from ptctl.errors import CorruptFileError, NotFoundError
+from ptctl.errors import BadInputError, CorruptFileError, NotFoundError, PtctlError
 from ptctl.fsutil import atomic_write_json, atomic_write_text, file_lock, fsync_dir, utcnow
+from ptctl.jobs.fieldtypes import check_type
 from ptctl.jobs.lifecycle import TERMINAL, Phase
 from ptctl.jobs.paths import JobPaths
 from ptctl.jobs.progress import Progress, read_progress
@@ -99,10 +102,37 @@ class JobState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobState":
         # Records written before the deadline lived only in the spec carry a copy of it.
-        fields = {k: v for k, v in data.items() if k != "deadline"}
-        if "phase" in fields and fields["phase"] in Phase.__members__.values():
-            fields["phase"] = Phase(fields["phase"])
-        return cls(**fields)
+        given = {k: v for k, v in _typed(cls, data, "state").items() if k != "deadline"}
+        if "phase" in given and given["phase"] in Phase.__members__.values():
+            given["phase"] = Phase(given["phase"])
+        given["attempts"] = [_typed(SlurmAttempt, a, f"attempts[{i}]")
+                             for i, a in enumerate(given.get("attempts", []))]
+        return cls(**given)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return {f.name: typing.get_type_hints(cls)[f.name] for f in fields(cls)}
+
+
+def _typed(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """`data` checked against the fields of `cls`: a record with a wrong type is refused when
+    read, not met as a traceback deep in a round. Unknown keys are left to the constructor."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a JSON object")
+    for name, hint in _hints(cls).items():
+        if name in data:
+            try:
+                check_type(data[name], hint, f"{where}.{name}")
+            except BadInputError as exc:
+                raise TypeError(str(exc)) from None
+    return dict(data)
+
+
+@dataclass
+class Scan:
+    states: list[JobState] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # one line each, naming the file
 
 
 class Registry:
@@ -149,6 +179,33 @@ class Registry:
         return sorted(p.name for p in self.jobs_dir.iterdir()
                       if p.is_dir() and not p.name.startswith("."))
 
+    def scan(self) -> "Scan":
+        """Every job whose state reads, and one line per entry of jobs/ that does not: one bad
+        record must not stop `ls`, `status` or a round for every other job."""
+        found = Scan()
+        for name in self.ids() + self._stray_files():
+            try:
+                found.states.append(self._load_entry(name))
+            except PtctlError as exc:
+                found.unreadable.append(str(exc))
+        return found
+
+    def _stray_files(self) -> list[str]:
+        if not self.jobs_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.jobs_dir.iterdir()
+                      if not p.is_dir() and not p.name.startswith("."))
+
+    def _load_entry(self, name: str) -> JobState:
+        folder = self.jobs_dir / name
+        if not folder.is_dir():
+            raise CorruptFileError(f"{folder}: not a job folder (a file)")
+        if _JOB_ID_RE.match(name) is None:
+            raise CorruptFileError(f"{folder}: not a job folder (the name is not a job id)")
+        if not self.paths(name).state.is_file():
+            raise CorruptFileError(f"{folder}: not a job folder (no state.json)")
+        return self.load(name)
+
     def exists(self, job_id: str) -> bool:
         return _JOB_ID_RE.match(job_id) is not None and self.paths(job_id).state.is_file()
 
@@ -161,26 +218,38 @@ class Registry:
         path = self._require(job_id).state
         try:
             return JobState.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # bad JSON, non-UTF-8, wrong types
             raise CorruptFileError(f"{path}: corrupt job state ({exc})") from None
+        except OSError as exc:
+            raise CorruptFileError(f"{path}: cannot read ({exc.strerror})") from None
 
     def load_spec(self, job_id: str) -> dict[str, Any]:
         path = self._require(job_id).spec
         try:
-            return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
-        except yaml.YAMLError as exc:
+            spec = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise CorruptFileError(f"{path}: corrupt job spec ({exc})") from None
+        except OSError as exc:
+            raise CorruptFileError(f"{path}: cannot read ({exc.strerror})") from None
+        if not isinstance(spec, dict):
+            raise CorruptFileError(f"{path}: corrupt job spec (not a mapping)")
+        return spec
 
     def all(self) -> Iterator[JobState]:
-        for job_id in self.ids():
-            yield self.load(job_id)
+        """Every readable job (`scan` says which records were skipped)."""
+        yield from self.scan().states
 
     def update(self, job_id: str, change: Callable[[JobState], None]) -> JobState:
-        """Apply `change` to the job's state under its lock; lands atomically or not at all."""
+        """Apply `change` to the job's state under its lock; lands atomically or not at all.
+        A change that leaves the state as it was writes nothing: a round run again right after
+        another must not bump versions or touch files."""
         paths = self._require(job_id)
         with file_lock(paths.lock):
             state = self.load(job_id)
+            before = state.to_dict()
             change(state)
+            if state.to_dict() == before:
+                return state
             state.version += 1
             state.updated_at = utcnow()
             if state.is_terminal and state.ended_at is None:

@@ -53,6 +53,8 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
              f"{earlier.created_at}; submitting it again")
     with round_lock(registry):
         jobs = load_live_jobs(registry)
+        for line in jobs.unreadable if warn else ():
+            warn(f"skipped: {line}")
         poll_attempts(jobs, profile)
         draft = LiveJob(JobState(job_id="new-job-0000", name=spec.name, created_at=now.isoformat(),
                                  estimates={"predicted_steps": predicted}), spec_dict, None)

@@ -37,6 +37,7 @@ class Tick:
     now: float
     actions: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # job records skipped, one line each
 
     def act(self, job_id: str, action: str, **detail: Any) -> None:
         self.actions.append({"job": job_id, "action": action, **detail})
@@ -202,19 +203,58 @@ def complete_resizes(registry: Registry, jobs: list[LiveJob], profile: Profile, 
 
 
 def launch_or_record(registry: Registry, job: LiveJob, gpus: int, profile: Profile,
-                     tick: Tick, action: str) -> None:
-    """Submit an attempt; a failed sbatch is recorded on the job and retried next round."""
+                     tick: Tick, action: str) -> bool:
+    """Submit an attempt; a failed sbatch is recorded on the job and retried next round.
+    Whether it was submitted."""
     try:
         launch(registry, job.job_id, gpus, profile)
     except SlurmUnreachableError:
         raise  # the whole round stops: nothing can be done until slurmctld answers
     except PtctlError as exc:
         message = f"launch with {gpus} GPU(s) failed (retried next rebalance): {exc}"
-        job.state = registry.update(job.job_id, lambda st: st.errors.append(message))
+        job.state = registry.update(job.job_id, lambda st: _add_error(st, message))
         tick.act(job.job_id, "launch-failed", gpus=gpus, error=str(exc))
-        return
+        return False
     job.state = registry.load(job.job_id)
     tick.act(job.job_id, action, gpus=gpus)
+    return True
+
+
+def _add_error(state: JobState, message: str) -> None:
+    if not state.errors or state.errors[-1] != message:  # the same failure again is no news
+        state.errors.append(message)
+
+
+# A predicted finish moves with the clock every round; it is news once it moved this much (the
+# planner's slot).
+FINISH_NEWS_S = 60.0
+
+
+def _record_decision(registry: Registry, job: LiveJob, decision: Decision, memory: bool) -> None:
+    """Keep the policy's estimates, and its memory unless the decision could not be carried
+    out (a failed launch did not start the job: its memory of when it last moved stays)."""
+    estimates = {"predicted_finish": decision.predicted_finish_s,
+                 "infeasible": decision.action == "infeasible", "reason": decision.reason}
+    old = job.state.estimates
+    same = (all(old.get(k) == estimates[k] for k in ("infeasible", "reason"))
+            and _same_finish(old.get("predicted_finish"), decision.predicted_finish_s))
+    new_memory = memory and decision.memory != job.state.policy_memory
+    if same and not new_memory:
+        return
+
+    def change(st: JobState) -> None:
+        if new_memory:
+            st.policy_memory.clear()
+            st.policy_memory.update(decision.memory)
+        if not same:
+            st.estimates.update(estimates)
+    job.state = registry.update(job.job_id, change)
+
+
+def _same_finish(old: float | None, new: float | None) -> bool:
+    if old is None or new is None:
+        return old is new
+    return abs(old - new) < FINISH_NEWS_S
 
 
 def carry_out(registry: Registry, jobs: dict[str, LiveJob], decisions: list[Decision],
@@ -223,25 +263,19 @@ def carry_out(registry: Registry, jobs: dict[str, LiveJob], decisions: list[Deci
         job = jobs.get(decision.job_id)
         if job is None:
             continue
-        memory_changed = decision.memory != job.state.policy_memory
-        estimates = {"predicted_finish": decision.predicted_finish_s,
-                     "infeasible": decision.action == "infeasible", "reason": decision.reason}
-        if memory_changed or any(job.state.estimates.get(k) != v for k, v in estimates.items()):
-            job.state = registry.update(job.job_id, lambda st: (
-                st.policy_memory.clear(), st.policy_memory.update(decision.memory),
-                st.estimates.update(estimates)))
         if decision.action == "decline":
+            _record_decision(registry, job, decision, memory=True)
             job.state = registry.update(job.job_id, lambda st: _decline(st, decision.reason))
             tick.act(job.job_id, "declined", reason=decision.reason)
             continue
         current = job.state.gpus if job.state.phase in HOLDING else 0
-        if decision.gpus == current:
-            continue
+        done = True
         if current == 0 and decision.gpus > 0:
-            launch_or_record(registry, job, decision.gpus, profile, tick, "start")
-        elif current > 0:
+            done = launch_or_record(registry, job, decision.gpus, profile, tick, "start")
+        elif current > 0 and decision.gpus != current:
             # gpus == 0 means: checkpoint and go back to the queue.
             request_resize(registry, job, decision.gpus, profile, tick)
+        _record_decision(registry, job, decision, memory=done)
 
 
 def _decline(state: JobState, reason: str) -> None:
@@ -286,6 +320,7 @@ def rebalance_once(registry: Registry, profile: Profile, policy: str, *, dry_run
             return None
         tick = Tick(now=time.time())
         jobs = load_live_jobs(registry, include_terminal=bank_dir is not None)
+        tick.unreadable = jobs.unreadable
         poll_attempts(jobs, profile)
         if not dry_run:
             for job in jobs:

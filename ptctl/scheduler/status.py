@@ -10,16 +10,18 @@ from typing import Any
 from ptctl.config import Config, load_profile
 from ptctl.jobs.lifecycle import Phase
 from ptctl.jobs.registry import JobState, Registry
-from ptctl.scheduler.views import (LiveJob, epoch, iso, load_job, load_live_jobs, poll_attempts,
+from ptctl.scheduler.views import (LiveJob, LiveJobs, epoch, iso, load_job, load_live_jobs, poll_attempts,
                                    remaining_steps)
 
 
 def status_rows(cfg: Config, job_ids: list[str] | None,
-                include_terminal: bool) -> list[dict[str, Any]]:
-    """One record per job: the named ones, else every live (or every) job."""
+                include_terminal: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """One record per job: the named ones, else every live (or every) job; and one line per
+    job record that could not be read (skipped)."""
     registry = Registry(cfg.home)
     if job_ids:
-        jobs = [load_job(registry, job_id) for job_id in job_ids]
+        jobs = LiveJobs([])
+        jobs += [load_job(registry, job_id) for job_id in job_ids]
     else:
         jobs = load_live_jobs(registry, include_terminal=include_terminal)
     by_profile: dict[str, list[LiveJob]] = {}
@@ -28,7 +30,7 @@ def status_rows(cfg: Config, job_ids: list[str] | None,
     for name, group in by_profile.items():
         poll_attempts(group, load_profile(cfg, name))
     now = time.time()
-    return [status_record(job, now) for job in jobs]
+    return [status_record(job, now) for job in jobs], jobs.unreadable
 
 
 def status_record(job: LiveJob, now: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from ptctl.backends import backend_for
 from ptctl.backends.base import AttemptStatus
 from ptctl.config import Profile
-from ptctl.errors import PtctlError
+from ptctl.errors import CorruptFileError, PtctlError, excerpt
 from ptctl.jobs.lifecycle import Phase
 from ptctl.jobs.progress import Progress
 from ptctl.jobs.registry import JobState, Registry
@@ -90,9 +90,61 @@ def load_job(registry: Registry, job_id: str) -> LiveJob:
                    registry.read_progress(job_id))
 
 
-def load_live_jobs(registry: Registry, include_terminal: bool = False) -> list[LiveJob]:
-    return [load_job(registry, state.job_id) for state in registry.all()
-            if include_terminal or not state.is_terminal]
+class LiveJobs(list):
+    """The jobs read, and `unreadable`: one line per record skipped, naming its file."""
+
+    def __init__(self, unreadable: list[str]) -> None:
+        super().__init__()
+        self.unreadable = unreadable
+
+
+# spec fields every command and round reads: key path -> type
+_SPEC_FIELDS = {("model",): str, ("deadline",): str, ("target",): str, ("prompt",): dict,
+                ("training", "max_steps"): int, ("training", "global_batch_size"): int,
+                ("training", "micro_batch_size"): int, ("gpus", "min"): int,
+                ("gpus", "max"): int}
+
+
+def _check_spec(spec: dict[str, Any], registry: Registry, job_id: str) -> None:
+    for keys, kind in _SPEC_FIELDS.items():
+        node: Any = spec
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, kind) or isinstance(node, bool):
+            raise CorruptFileError(f"{registry.paths(job_id).spec}: corrupt job spec (field "
+                                   f"{'.'.join(keys)} is {excerpt(node)})")
+    try:
+        epoch(spec["deadline"])
+    except ValueError as exc:
+        raise CorruptFileError(f"{registry.paths(job_id).spec}: corrupt job spec ({exc})"
+                               ) from None
+    if len(spec["target"].split()) != 3:
+        raise CorruptFileError(f"{registry.paths(job_id).spec}: corrupt job spec (target "
+                               f"{excerpt(spec['target'])})")
+
+
+def load_live_jobs(registry: Registry, include_terminal: bool = False) -> LiveJobs:
+    """The jobs of the registry (live ones only, unless `include_terminal`). A job whose state
+    or spec cannot be read is skipped; one whose progress record cannot be read is kept with
+    none (skipping it would let a round hand its GPUs to others). Either is reported."""
+    scan = registry.scan()
+    jobs = LiveJobs(scan.unreadable)
+    for state in scan.states:
+        if state.is_terminal and not include_terminal:
+            continue
+        try:
+            spec = registry.load_spec(state.job_id)
+            _check_spec(spec, registry, state.job_id)
+        except PtctlError as exc:
+            jobs.unreadable.append(str(exc))
+            continue
+        try:
+            progress = registry.read_progress(state.job_id)
+        except PtctlError as exc:
+            jobs.unreadable.append(str(exc))
+            progress = None
+        jobs.append(LiveJob(state, spec, progress))
+    return jobs
 
 
 def poll_attempts(jobs: list[LiveJob], profile: Profile) -> None:

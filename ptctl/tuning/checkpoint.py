@@ -29,7 +29,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ptctl.errors import CorruptFileError, excerpt
-from ptctl.fsutil import fsync_dir
+from ptctl.fsutil import follow_umask, fsync_dir
 from ptctl.safeload import MAX_RECORD_BYTES, load_json
 
 FORMAT = "ptctl-checkpoint/1"
@@ -106,6 +106,7 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int) -
     try:
         _write(tmp / TENSORS, blob)
         _write(tmp / RECORD, json.dumps(record, indent=1, sort_keys=True).encode("utf-8"))
+        follow_umask(tmp)
         fsync_dir(tmp)
         final = folder / f"step_{step}"
         if final.exists():  # saved again at the same step (e.g. stop right after a save)

@@ -2,16 +2,22 @@
 
 N = 1 runs in-process. N > 1 spawns N processes that meet over tcp://127.0.0.1 (NCCL when the
 machine has N CUDA devices, else gloo on CPU, so a CPU box still runs real ranks). The parent
-forwards SIGUSR2/SIGTERM/SIGINT to the ranks, which checkpoint and exit together.
+forwards SIGUSR2/SIGTERM/SIGINT to the ranks, which checkpoint and exit together; ranks die
+with the parent (killed -9 it forwards nothing). The folder is held (`.run.lock`, pid and host)
+while a run owns it: a second run there is refused, never interleaved with the first.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import queue
 import signal
 import socket
+import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,7 @@ import torch
 
 from ptctl import errors
 from ptctl.errors import PtctlError
+from ptctl.fsutil import owner_lock
 from ptctl.jobs.spec import JobSpec
 from ptctl.tuning.train import TrainOutcome, train
 
@@ -38,6 +45,17 @@ def launch(spec: JobSpec, root: Path, gpus: int, *, init_prompt: torch.Tensor | 
     `display`: how rank 0 shows progress on stderr (ptctl.tuning.report)."""
     if gpus < 1:
         raise errors.BadInputError(f"--gpus: got {gpus}, expected an integer >= 1")
+    with owner_lock(Path(root) / RUN_LOCK, f"{root}: run folder"):
+        return _launch(spec, Path(root), gpus, init_prompt=init_prompt,
+                       init_prompt_id=init_prompt_id, stop_after=stop_after, display=display)
+
+
+RUN_LOCK = ".run.lock"
+_PR_SET_PDEATHSIG = 1
+
+
+def _launch(spec: JobSpec, root: Path, gpus: int, *, init_prompt: torch.Tensor | None,
+            init_prompt_id: str | None, stop_after: int | None, display: str) -> TrainOutcome:
     if gpus == 1:
         return train(spec, root, rank=0, world_size=1, device=default_device(0, 1),
                      init_prompt=init_prompt, init_prompt_id=init_prompt_id,
@@ -47,8 +65,8 @@ def launch(spec: JobSpec, root: Path, gpus: int, *, init_prompt: torch.Tensor | 
     init_method = f"tcp://127.0.0.1:{_free_port()}"
     kwargs = {"init_prompt": init_prompt, "init_prompt_id": init_prompt_id,
               "stop_after": stop_after, "display": display}
-    procs = [ctx.Process(target=_worker, args=(spec, Path(root), rank, gpus, init_method,
-                                               kwargs, results), daemon=False)
+    procs = [ctx.Process(target=_worker, args=(spec, root, rank, gpus, init_method,
+                                               kwargs, results, os.getpid()), daemon=False)
              for rank in range(gpus)]
     for p in procs:
         p.start()
@@ -98,8 +116,26 @@ def _collect(procs, results) -> list[tuple]:
     return list(reports.values())
 
 
+def _die_with(parent: int) -> None:
+    """End this rank when its launcher ends: a launcher killed -9 forwards no stop, and ranks
+    left behind would keep checkpointing into the folder a resumed run then writes too. Linux
+    kills us at once (parent-death signal); elsewhere a thread watches the parent pid."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent:  # it ended before the signal was set
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="ptctl-parent-watch").start()
+
+
 def _worker(spec: JobSpec, root: Path, rank: int, world_size: int, init_method: str,
-            kwargs: dict[str, Any], results) -> None:
+            kwargs: dict[str, Any], results, parent: int) -> None:
+    _die_with(parent)
     # The parent forwards signals; a Ctrl-C reaching the whole process group must not kill us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     device = default_device(rank, world_size)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from ptctl.errors import BadInputError, excerpt
-from ptctl.fsutil import file_lock, fsync_dir
+from ptctl.fsutil import file_lock, follow_umask, fsync_dir
 from ptctl.jobs.catalog import BUILTIN_MODELS
 from ptctl.safeload import pickle_weights
 
@@ -204,7 +204,7 @@ def _cached(key: str, build: Callable[[Path], None]) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=cache))
         try:
             build(tmp)
-            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any other
+            follow_umask(tmp)
             os.replace(tmp, final)
             fsync_dir(cache)
         finally:

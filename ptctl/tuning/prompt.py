@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ptctl.errors import BadInputError, CorruptFileError
-from ptctl.fsutil import atomic_write_json, fsync_dir
+from ptctl.fsutil import atomic_write_json, follow_umask, fsync_dir
 from ptctl.jobs.spec import PromptSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -74,7 +74,7 @@ def export_adapter(peft_model, folder: Path, base_model: str, meta: dict[str, An
         peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
         (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card stub
         atomic_write_json(tmp / META, meta)
-        tmp.chmod(0o755)
+        follow_umask(tmp)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
