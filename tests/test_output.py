@@ -57,8 +57,8 @@ def test_piped_tables_are_plain_aligned_text(queued_job, trace):
         assert not BOX & set(proc.stdout), (args, proc.stdout)
         assert "\x1b[" not in proc.stdout
     lines = run_cli("ls", env=LOCAL).stdout.splitlines()
-    assert lines[0].split() == ["job", "name", "phase", "gpus", "attempts", "deadline",
-                                "created"]
+    assert lines[0].split() == ["job", "name", "phase", "outcome", "gpus", "attempts",
+                                "deadline", "created"]
     assert lines[1].startswith(queued_job)
     assert lines[1].index("queued") == lines[0].index("phase")  # columns line up
 
