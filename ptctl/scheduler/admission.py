@@ -93,7 +93,10 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
             spec.name, spec_dict, files=files, profile=profile.ref, best_effort=best_effort,
             spec_digest=digest,
             init_prompt_id=answer["init_prompt_id"],
-            estimates=estimates | {"planned_gpus": decision.gpus})
+            # submitted_at: when the plan was made, the start of what it predicts (and of
+            # the overhead the speed record measures).
+            estimates=estimates | {"planned_gpus": decision.gpus,
+                                   "submitted_at": now.timestamp()})
         free = profile.gpu_budget - sum(held_gpus(j) for j in jobs)
         gpus = max((g for g in view.allowed_gpus if g <= min(decision.gpus, free)), default=0)
         if gpus > 0:

@@ -134,8 +134,10 @@ def _record_speed(registry: Registry, job_id: str) -> None:
             return
         whole = progress.status == "finished" and not progress.resumed_from_step and \
             len(state.attempts) == 1
+        submitted = state.estimates.get("submitted_at") or \
+            datetime.fromisoformat(state.created_at).timestamp()
         speeds.record_session(registry.home, registry.load_spec(job_id), device, progress,
-                              datetime.fromisoformat(state.created_at).timestamp() if whole else None)
+                              submitted if whole else None)
     except (PtctlError, OSError) as exc:
         print(f"ptctl: speed record not updated: {exc}", file=sys.stderr)
 
