@@ -142,6 +142,7 @@ class Profile:
     max_attempts: int = 3
     resize_hold_s: float = 600.0
     reclaim_min_gain: float = 2.0
+    steps_per_s_prior: float | None = None  # per GPU, for shapes the speed record lacks
     ref: str = ""  # how it was named (a name or a YAML path): jobs record it to reload it
 
     def __post_init__(self) -> None:
@@ -171,6 +172,9 @@ class Profile:
             value = getattr(self, name_)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name_}: got {value!r}, expected seconds >= 0")
+        prior = self.steps_per_s_prior
+        if prior is not None and not (isinstance(prior, (int, float)) and prior > 0):
+            raise ValueError(f"steps_per_s_prior: got {prior!r}, expected steps/s > 0")
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Profile":
         """The profile with a job spec's `slurm:` overrides applied."""

@@ -47,16 +47,23 @@ def test_submit_unknown_key_and_past_deadline(tmp_path: Path):
 
 
 def test_impossible_deadline_refused_unless_best_effort(tmp_path: Path):
-    # 5000 steps at the planner's prior speed cannot fit in one minute on one GPU.
+    # 5000 steps at the profile's 0.5 steps/s cannot fit in one minute on one GPU (a guessed
+    # speed never refuses: tests/test_speeds.py).
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "slowcpu.yaml").write_text(yaml.safe_dump(
+        {"executor": "local", "gpus_per_node": 1, "gpu_budget": 1, "steps_per_s_prior": 0.5}))
+    env = {"PTCTL_PROFILES_DIR": str(profiles), "PTCTL_PROFILE": "slowcpu"}
     spec = tiny_spec(tmp_path, deadline="1m", training={
         "global_batch_size": 4, "micro_batch_size": 2, "max_steps": 5000})
-    result = run_cli("submit", str(spec), "--dry-run", env=LOCAL)
+    result = run_cli("submit", str(spec), "--dry-run", env=env)
     assert result.returncode == 2
     assert "deadline:" in result.stderr and "cannot be met" in result.stderr
     assert "--best-effort" in result.stderr
-    ok = run_cli("submit", str(spec), "--dry-run", "--best-effort", "--json", env=LOCAL)
+    ok = run_cli("submit", str(spec), "--dry-run", "--best-effort", "--json", env=env)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["plan"]["feasible"] is False
+    plan = json.loads(ok.stdout)["plan"]
+    assert plan["feasible"] is False and plan["rate_source"] == "profile"
 
 
 def test_submit_wait_runs_to_the_end_locally(tmp_path: Path):

@@ -58,9 +58,9 @@ def test_run_shows_steps_evaluations_and_outcome_without_warnings(tmp_path):
 def test_local_job_log_holds_training_lines(tmp_path):
     spec = tiny_spec(tmp_path)
     proc = run_cli("submit", str(spec), "--wait", env=LOCAL, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # all its steps, short of its 0.99 target
     job_id = proc.stdout.strip().split(":")[0]
-    assert proc.stdout.strip() == f"{job_id}: finished"
+    assert proc.stdout.strip().startswith(f"{job_id}: unmet: ")
     assert re.search(rf"^{job_id}: launched (1 rank \(CPU\)|on 1 GPU) as local process \d+;",
                      proc.stderr, re.MULTILINE), proc.stderr
     assert "Warning" not in proc.stderr

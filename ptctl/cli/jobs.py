@@ -79,7 +79,7 @@ def submit(
         out.emit({"dry_run": True, "plan": plan},
                  human=f"plan: {plan['gpus']} GPU(s), {plan['action']} ({plan['reason']}); "
                        f"predicted finish {plan['predicted_finish']}, deadline "
-                       f"{plan['deadline']}")
+                       f"{plan['deadline']}; {_rate_words(plan)}")
         return
     job_id, gpus = plan["job_id"], plan["launched_gpus"]
     if (parsable or quiet) and not json:
@@ -87,13 +87,22 @@ def submit(
         out.quiet = True
     human = (f"{job_id}: " + (backend_for(prof).launched(plan["slurm_job_id"], gpus)
                               if gpus else "queued (rebalance starts it when GPUs free)") +
-             f"; deadline {plan['deadline']}, predicted finish {plan['predicted_finish']}")
+             f"; deadline {plan['deadline']}, predicted finish {plan['predicted_finish']}; "
+             f"{_rate_words(plan)}")
     if wait:
         out.info(human)
         control.wait_until_ended(cfg, prof, job_id,
                                  lambda p: out.info(_progress_line(job_id, p)))
         raise typer.Exit(_report_end(out, plan, _registry(cfg), job_id))
     out.emit(plan, human=human)
+
+
+def _rate_words(plan: dict[str, Any]) -> str:
+    """The speed the plan assumed and where it came from (README: How predictions are made)."""
+    words = {"record": "measured on earlier jobs of this shape", "profile":
+             "the profile's steps_per_s_prior", "uncalibrated": "a guess: nothing measured yet"}
+    return (f"assumed {plan['assumed_steps_per_s']:.3g} steps/s "
+            f"({words.get(plan['rate_source'], plan['rate_source'])})")
 
 
 _FLAGS = {"partition": "--partition", "time_limit_min": "--time", "mail_type": "--mail-type",

@@ -8,8 +8,14 @@
     loss          mean label-word loss of the last step
     metrics       last evaluation {"accuracy": a, "loss": l} (or null before the first)
     target        the spec's target, e.g. "accuracy >= 0.7"
-    steps_per_s   training steps per second at the current world size (evaluation excluded)
+    steps_per_s   steps per wall-clock second of this session at the current world size, ALL
+                  its time counted: training, evaluations and checkpoint saves (the clock starts
+                  once the model is loaded and the first evaluation done). It is the rate a
+                  deadline is met at: the planner and `ptctl status`'s ETA use it as is.
     samples_per_s steps_per_s x global batch
+    eval_s, checkpoint_s  mean seconds of one evaluation / one checkpoint save in this session,
+                  already inside steps_per_s: kept so that a planner can re-price a job that
+                  evaluates or saves more or less often (ptctl.planner.speeds)
     time          ISO-8601 UTC of this write; updated: the same as a Unix time
     resumed_from_step, session_started, loop_started: where and when this session began
     loss_curve    [[step, loss], ...] every step so far (whole run, across resumes)
@@ -41,6 +47,8 @@ class Progress:
     target: str | None = None
     steps_per_s: float | None = None
     samples_per_s: float | None = None
+    eval_s: float | None = None
+    checkpoint_s: float | None = None
     time: str | None = None
     updated: float | None = None
     resumed_from_step: int | None = None

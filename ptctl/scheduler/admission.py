@@ -3,10 +3,15 @@ how many GPUs does it start.
 
 The new job is planned together with the live jobs by the same policy call a round makes, and
 it starts at once on the GPUs that are free now, counted by the rule the rounds use.
+
+Its speed before it reports any comes from the speed record of what ran here
+(ptctl.planner.speeds), else the profile's `steps_per_s_prior`, else a guess: a plan on a
+guess ("uncalibrated") never refuses a job; the rounds refit it on the job's own progress.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import datetime, timezone
@@ -17,10 +22,11 @@ from ptctl.config import Config, Profile
 from ptctl.errors import BadInputError
 from ptctl.jobs.registry import JobState, Registry
 from ptctl.jobs.spec import JobSpec, resolved_spec_dict
+from ptctl.planner import speeds
 from ptctl.scheduler.limits import check_spec
 from ptctl.scheduler.round import Tick, launch_or_record, round_lock
-from ptctl.scheduler.views import (LiveJob, held_gpus, iso, job_view, load_live_jobs, plan,
-                                   poll_attempts)
+from ptctl.scheduler.views import (PRIOR_STEPS_PER_S, LiveJob, held_gpus, iso, job_view,
+                                   load_live_jobs, plan, poll_attempts)
 
 Say = Callable[[str], None]
 # A second submit of the same spec content within this long is warned about (a retyped
@@ -56,18 +62,28 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
         for line in jobs.unreadable if warn else ():
             warn(f"skipped: {line}")
         poll_attempts(jobs, profile)
+        speed = prior_speed(cfg.home, spec_dict, profile)
+        estimates = {"predicted_steps": predicted, **speed}
         draft = LiveJob(JobState(job_id="new-job-0000", name=spec.name, created_at=now.isoformat(),
-                                 estimates={"predicted_steps": predicted}), spec_dict, None)
+                                 estimates=estimates), spec_dict, None)
         view = job_view(draft, profile)  # not None: check_spec found a count that fits
+        view = with_overhead(view, speed.get("overhead_s"), profile)
         decision = plan(jobs, profile, cfg.policy, now.timestamp(), extra=[view])[-1]
         feasible = decision.action not in ("infeasible", "decline")
-        answer = {"gpus": decision.gpus, "action": decision.action, "reason": decision.reason,
+        calibrated = speed["rate_source"] != "uncalibrated"
+        assumed = view.throughput.rate(decision.gpus or min(view.allowed_gpus))
+        reason = decision.reason if calibrated else (
+            f"uncalibrated: no measured speed for this shape, assumed {assumed:.3g} steps/s; "
+            f"accepted whatever the plan says ({decision.reason}), the plan is refitted on the "
+            "job's first progress reports")
+        answer = {"gpus": decision.gpus, "action": decision.action, "reason": reason,
                   "predicted_finish": iso(decision.predicted_finish_s),
                   "deadline": deadline.isoformat(timespec="seconds"),
                   "predicted_steps": predicted,
+                  "assumed_steps_per_s": assumed, "rate_source": speed["rate_source"],
                   "init_prompt_id": choice["prompt_id"] if choice else None,
                   "profile": profile.name, "policy": cfg.policy, "feasible": feasible}
-        if not feasible and not best_effort:
+        if not feasible and not best_effort and calibrated:
             earliest = answer["predicted_finish"] or "never within the GPU budget"
             raise BadInputError(f"{origin}: deadline: {deadline.isoformat(timespec='seconds')} "
                                 f"cannot be met (earliest finish {earliest}); use --best-effort "
@@ -79,7 +95,10 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
             spec.name, spec_dict, files=files, profile=profile.ref, best_effort=best_effort,
             spec_digest=digest,
             init_prompt_id=answer["init_prompt_id"],
-            estimates={"predicted_steps": predicted, "planned_gpus": decision.gpus})
+            # submitted_at: when the plan was made, the start of what it predicts (and of
+            # the overhead the speed record measures).
+            estimates=estimates | {"planned_gpus": decision.gpus,
+                                   "submitted_at": now.timestamp()})
         free = profile.gpu_budget - sum(held_gpus(j) for j in jobs)
         gpus = max((g for g in view.allowed_gpus if g <= min(decision.gpus, free)), default=0)
         if gpus > 0:
@@ -111,3 +130,29 @@ def _initial_prompt(cfg: Config, spec: JobSpec, info: Say | None,
             warn("no Prompt Bank support installed: starting from a random prompt")
         return None
     return choose_initial_prompt(cfg.bank_dir, spec, info=info, warn=warn)
+
+
+def prior_speed(home: str, spec: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    """The job's steps/s per GPU count until it measures its own, and where they come from
+    (`rate_source`: record, profile or uncalibrated), as its estimates keep them."""
+    device = speeds.device_key(profile)
+    found = speeds.estimate(home, spec, device)
+    if found is not None:
+        return {"prior_steps_per_s": {str(g): r for g, r in found.rates.items()},
+                "rate_source": "record", "overhead_s": found.overhead_s, "device": device}
+    if profile.steps_per_s_prior:
+        return {"prior_steps_per_s": {"1": float(profile.steps_per_s_prior)},
+                "rate_source": "profile", "device": device}
+    return {"prior_steps_per_s": {"1": PRIOR_STEPS_PER_S}, "rate_source": "uncalibrated",
+            "device": device}
+
+
+def with_overhead(view: Any, overhead_s: float | None, profile: Profile) -> Any:
+    """The view with the measured launch overhead beyond the profile's start cost, as steps at
+    its fastest count (a longer time at fewer GPUs: the plan errs late, not early)."""
+    extra_s = (overhead_s or 0.0) - (profile.queue_wait_s + profile.start_s
+                                     + profile.model_load_s)
+    if extra_s <= 0:
+        return view
+    steps = extra_s * view.throughput.rate(max(view.allowed_gpus))
+    return dataclasses.replace(view, remaining_iterations=view.remaining_iterations + steps)

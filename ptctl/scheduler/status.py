@@ -54,7 +54,7 @@ def status_record(job: LiveJob, now: float) -> dict[str, Any]:
         "gpus": state.gpus, "world_size": progress.world_size if progress is not None else None,
         "step": step or 0, "max_steps": job.spec["training"]["max_steps"],
         "target": job.spec["target"], "metrics": metrics or state.progress.get("metrics") or {},
-        "deadline": job.spec["deadline"], "slack_s": None, "eta": None,
+        "deadline": job.spec["deadline"], "slack_s": None, "eta": None, "rate_source": None,
         "predicted_violation": None, "ended_at": None, "deadline_margin_s": None,
         "deadline_met": None,
         "pending_resize": state.pending_resize, "pinned_gpus": state.pinned_gpus,
@@ -68,9 +68,11 @@ def status_record(job: LiveJob, now: float) -> dict[str, Any]:
                       deadline_met=margin >= 0)
         return record
     left, _ = remaining_steps(job)
+    # The all-inclusive rate (evaluations and saves counted: ptctl.jobs.progress).
     rate = progress.steps_per_s if progress is not None else None
     eta = now + left / rate if rate and state.gpus else None
-    record.update(slack_s=deadline - now, eta=iso(eta), predicted_violation=bool(
+    record.update(slack_s=deadline - now, eta=iso(eta), rate_source=(
+        "measured" if rate else state.estimates.get("rate_source")), predicted_violation=bool(
         eta and eta > deadline) or bool(state.estimates.get("infeasible")))
     return record
 

@@ -27,8 +27,9 @@ from ptctl.planner.views import job_view as build_view
 from ptctl.planner.throughput import ThroughputCurve
 from ptctl.scheduler.limits import GpuLimits
 
-# Before a job has reported its speed, plan with this many steps/s per GPU (a tiny model on a
-# CPU rank does ~50, SmolLM2 on a CPU rank ~0.4, on a GPU far more: progress replaces it fast).
+# With no speed record for a job's shape and no `steps_per_s_prior` in its profile, plan with
+# this many steps/s per GPU: a guess ("uncalibrated": a tiny model on a CPU rank does ~50,
+# SmolLM2 ~0.4, a GPU far more), so submit never refuses a job on it; progress replaces it.
 PRIOR_STEPS_PER_S = 0.5
 # Attempt states in the registry. STOPPED and FAILED say the tasks exited, not that the Slurm
 # job is gone: Slurm may requeue it (scontrol requeue, preemption), so Slurm is asked. Only the
@@ -191,15 +192,15 @@ def remaining_steps(job: LiveJob) -> tuple[float, float]:
 
 
 def throughput(job: LiveJob) -> ThroughputCurve:
-    """Steps/s per GPU count: measured by the job (kept in its estimates), else a prior."""
+    """Steps/s per GPU count: measured by the job (kept in its estimates), else the prior
+    submit chose (speed record, profile or the uncalibrated guess: ptctl.scheduler.admission)."""
     train = job.spec["training"]
-    curve = ThroughputCurve(job.spec["model"], train["global_batch_size"],
-                            {int(g): float(r) for g, r in
-                             job.state.estimates.get("steps_per_s", {}).items()})
-    if not curve.measured:
-        curve = ThroughputCurve(job.spec["model"], train["global_batch_size"],
-                                {1: PRIOR_STEPS_PER_S})
-    return curve
+    estimates = job.state.estimates
+    for rates in (estimates.get("steps_per_s"), estimates.get("prior_steps_per_s")):
+        if rates:
+            return ThroughputCurve(job.spec["model"], train["global_batch_size"],
+                                   {int(g): float(r) for g, r in rates.items()})
+    return ThroughputCurve(job.spec["model"], train["global_batch_size"], {1: PRIOR_STEPS_PER_S})
 
 
 def allowed_gpus(spec: dict[str, Any], profile: Profile) -> tuple[int, ...]:

@@ -10,10 +10,11 @@ at the new size) or requeues it at the same size with `scontrol requeue`.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import zlib
 
-from ptctl.errors import BadInputError, CorruptFileError, bounded
+from ptctl.errors import BadInputError, CorruptFileError, PtctlError, bounded
 from ptctl.jobs.lifecycle import Phase, move
 from ptctl.fsutil import utcnow
 from ptctl.jobs.registry import JobState, Registry
@@ -90,6 +91,7 @@ class TuningTask:
                    "metrics": outcome.metrics}
         if rank != 0:
             return summary
+        _record_speed(registry, self.job_id)
         if outcome.status == "finished":
             registry.update(self.job_id, lambda st: _mark_finished(st, slurm_id, outcome))
             return summary
@@ -116,6 +118,28 @@ class TuningTask:
         if Registry(self.home).load(self.job_id).pending_resize is not None:
             return None
         return submitit.helpers.DelayedSubmission(TuningTask(self.home, self.job_id))
+
+
+def _record_speed(registry: Registry, job_id: str) -> None:
+    """Add this session's measured speed to the speed record, so the next job of its shape is
+    planned with it; the job's own outcome never depends on it."""
+    from datetime import datetime
+
+    from ptctl.planner import speeds
+
+    try:
+        state, progress = registry.load(job_id), registry.read_progress(job_id)
+        device = state.estimates.get("device")
+        if progress is None or device is None:
+            return
+        whole = progress.status == "finished" and not progress.resumed_from_step and \
+            len(state.attempts) == 1
+        submitted = state.estimates.get("submitted_at") or \
+            datetime.fromisoformat(state.created_at).timestamp()
+        speeds.record_session(registry.home, registry.load_spec(job_id), device, progress,
+                              submitted if whole else None)
+    except (PtctlError, OSError) as exc:
+        print(f"ptctl: speed record not updated: {exc}", file=sys.stderr)
 
 
 def _drop_literal_log_template(folder) -> None:

@@ -51,7 +51,7 @@ class Report:
         self.max_steps = spec.training.max_steps
         self.started = time.monotonic()
         self.last_line = float("-inf")
-        self.eval_s: float | None = None  # the last evaluation's duration, for the ETA
+        self.eval_s: float | None = None  # the last evaluation's duration, as shown
         self.eval_started = 0.0
         self._bar = self._task = None
         if display == "bar":
@@ -99,13 +99,11 @@ class Report:
                       f"{clock(now - self.started)}" + (f"  eta {eta}" if eta else ""))
 
     def _eta(self, step: int, per_step: float | None) -> str | None:
-        """Time to max_steps: the steps left at the recent speed plus the evaluations left at
-        the last one's duration (an early stop on the target comes sooner)."""
+        """Time to max_steps at the session's all-inclusive speed (evaluations and saves are
+        inside it: ptctl.tuning.speed); an early stop on the target comes sooner."""
         if per_step is None:
             return None
-        every = self.spec.training.eval_every
-        evals_left = self.max_steps // every - step // every + bool(self.max_steps % every)
-        return clock((self.max_steps - step) * per_step + evals_left * (self.eval_s or 0.0))
+        return clock((self.max_steps - step) * per_step)
 
     def evaluating(self, samples: int) -> None:
         self.eval_started = time.monotonic()

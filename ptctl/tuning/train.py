@@ -22,7 +22,6 @@ import random
 import signal
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +40,7 @@ from ptctl.tuning.data import (Batch, example_losses, label_log_likelihoods, lab
 from ptctl.tuning.models import load_base_model, model_identity, resolve_model
 from ptctl.tuning.prompt import build_prompt_model, export_adapter, prompt_parameter, set_prompt
 from ptctl.tuning.report import Report
+from ptctl.tuning.speed import SessionSpeed
 
 PROGRESS_EVERY_S = 5.0     # progress.json at most this often (plus at every eval / save / end)
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
@@ -203,6 +203,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
         report.begin(state.step, last is not None, loop_started - session_started)
 
         def evaluate() -> dict[str, float]:
+            began = time.monotonic()
             report.evaluating(len(task.eval))
             mine = task.eval[rank::world_size]
             scores = label_scores(model, prompt.detach().unsqueeze(0), mine,
@@ -218,18 +219,20 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
             metrics = {"accuracy": sums[0].item() / n, "loss": sums[1].item() / n}
             state.evals.append([state.step, metrics["accuracy"], metrics["loss"]])
             report.evaluated(state.step, metrics)
+            speed.evaluated(time.monotonic() - began)
             return metrics
 
         def save() -> Path | None:
-            saved = None
+            saved, began = None, time.monotonic()
             if rank == 0:
                 saved = save_checkpoint(run.checkpoints, state.step,
                                         state.state_dict(prompt, optimizer, scheduler),
                                         t.keep_checkpoints)
             _barrier(world_size)
+            speed.saved(time.monotonic() - began)
             return saved
 
-        speed = _Speed()
+        speed = SessionSpeed()
 
         def progress(status: str, reason: str | None = None) -> None:
             if rank != 0:
@@ -241,6 +244,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                 world_size=world_size, loss=state.losses[-1][1] if state.losses else None,
                 metrics=state.metrics(), target=str(spec.target), steps_per_s=steps_per_s,
                 samples_per_s=steps_per_s * t.global_batch_size if steps_per_s else None,
+                eval_s=speed.eval_s, checkpoint_s=speed.checkpoint_s,
                 time=datetime.now(timezone.utc).isoformat(), updated=time.time(),
                 resumed_from_step=resumed_from, session_started=session_started,
                 loop_started=loop_started, loss_curve=state.losses, eval_curve=state.evals))
@@ -249,6 +253,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
         if not state.evals and state.finished is None:
             if spec.target.reached(evaluate()):
                 state.finished = "target_reached"
+        speed.restart()
         progress("running")
 
         # --- the loop --------------------------------------------------------------------
@@ -270,7 +275,6 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
                                     checkpoint or latest_checkpoint(run.checkpoints),
                                     signal_name=stop_requested.signal_name)
 
-            started = time.monotonic()
             examples = sorted((task.train[i] for i in order.step(state.step)),
                               key=lambda ex: ex.length)
             micro = [examples[i:i + t.micro_batch_size]
@@ -302,7 +306,7 @@ def train(spec: JobSpec, root: Path, *, rank: int = 0, world_size: int = 1,
             state.samples += t.global_batch_size
             steps_this_session += 1
             state.losses.append([state.step, loss_sum.item() / t.global_batch_size])
-            speed.add(time.monotonic() - started)
+            speed.step()
             report.step(state.step, state.losses[-1][1], speed.rate())
 
             if state.step % t.eval_every == 0 or state.step >= t.max_steps:
@@ -357,20 +361,6 @@ def training_objective(objective: str, label_token_ids: tuple[tuple[int, ...], .
 def lr_factor(step: int, warmup: int, max_steps: int) -> float:
     """Linear warmup over `warmup` steps, then linear decay to 0 at `max_steps`."""
     return min((step + 1) / (warmup + 1), max(0.0, (max_steps - step) / (max_steps - warmup)))
-
-
-class _Speed:
-    """Training steps per second over the last 20 steps of this session (evaluation excluded)."""
-
-    def __init__(self) -> None:
-        self.times: deque[float] = deque(maxlen=20)
-        self.reported = time.monotonic()
-
-    def add(self, seconds: float) -> None:
-        self.times.append(seconds)
-
-    def rate(self) -> float | None:
-        return len(self.times) / sum(self.times) if self.times and sum(self.times) > 0 else None
 
 
 class _StopFlag(threading.Event):
