@@ -6,7 +6,8 @@ starts alone on 2 GPUs; B arrives and A shrinks to 1. When B finishes, one GPU i
 grows back to 2 (if it measured 2 ranks faster than 1) and C waits, or C starts on it; C has only
 ever been measured on 1 GPU, so its fitted curve scales and, with zero resize cost in this
 profile, it grows to 2 as soon as A finishes. Either way one job grows and one shrinks. Every job
-finishes with the prompt an uninterrupted run gives, and each feeds the Prompt Bank.
+ends (unmet: its 0.99 target is out of reach) with the prompt an uninterrupted run gives, and
+none joins the Prompt Bank, which takes only prompts that reached their target.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def status(job_id: str, env: dict) -> dict:
     return json.loads(result.stdout)[0]
 
 
-def test_three_jobs_grow_shrink_finish_and_feed_the_bank(tmp_path: Path):
+def test_three_jobs_grow_shrink_and_end_as_uninterrupted_runs(tmp_path: Path):
     profile = tmp_path / "elastic.yaml"
     profile.write_text(yaml.safe_dump(PROFILE))
     env = {"PTCTL_PROFILE": str(profile), "PTCTL_BANK_DIR": str(tmp_path / "bank")}
@@ -108,6 +109,5 @@ def test_three_jobs_grow_shrink_finish_and_feed_the_bank(tmp_path: Path):
         for name in ours:
             assert (ours[name] - theirs[name]).abs().max().item() <= 1e-5, (key, name)
 
-    bank = json.loads(run_cli("bank", "ls", "--json", env=env).stdout)
-    entries = bank["entries"] if isinstance(bank, dict) else bank
-    assert sorted(e["id"] for e in entries) == sorted(ids.values())
+    # add_to_bank takes only prompts that reached their target: none of these three did.
+    assert not (tmp_path / "bank").exists() or not list((tmp_path / "bank").rglob("*.safetensors"))
