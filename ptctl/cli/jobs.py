@@ -28,16 +28,6 @@ def _registry(cfg: Config) -> Registry:
     return Registry(cfg.home)
 
 
-def _human_delta(seconds: float) -> str:
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(int(seconds))
-    if seconds >= 3600:
-        return f"{sign}{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{sign}{seconds // 60}m{seconds % 60:02d}s"
-    return f"{sign}{seconds}s"
-
-
 # --- submit -----------------------------------------------------------------------------------
 
 def submit(
@@ -162,8 +152,8 @@ def _status_table(out: Output, rows: list[dict[str, Any]]) -> None:
         if r["slack_s"] is None:
             deadline, risk = _end_words(r["deadline_margin_s"]), "-"
         else:
-            deadline = (f"{_human_delta(r['slack_s'])} left" if r["slack_s"] >= 0
-                        else f"passed {_human_delta(-r['slack_s'])} ago")
+            deadline = (f"{fmt_duration(r['slack_s'])} left" if r["slack_s"] >= 0
+                        else f"passed {fmt_duration(-r['slack_s'])} ago")
             risk = "LATE" if r["predicted_violation"] else "ok"
         table.append((
             r["job_id"], r["phase"] + ("(held)" if r.get("held") else ""),
