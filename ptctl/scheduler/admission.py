@@ -35,10 +35,11 @@ DUPLICATE_WINDOW_S = 600.0
 
 
 def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
-           best_effort: bool = False, dry_run: bool = False, info: Say | None = None,
-           warn: Say | None = None) -> dict[str, Any]:
+           best_effort: bool = False, dry_run: bool = False, calibrate: bool = False,
+           info: Say | None = None, warn: Say | None = None) -> dict[str, Any]:
     """Plan the job and, unless `dry_run`, register and launch it; the plan as `--json` shows
-    it. `origin` (the spec file) starts every error message."""
+    it. `origin` (the spec file) starts every error message. `calibrate`: time the job's shape
+    first (ptctl.scheduler.calibration) when the speed record lacks it."""
     now = datetime.now(timezone.utc)
     deadline = spec.deadline_at(now)
     if deadline <= now:
@@ -48,6 +49,13 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
 
     check_inputs(spec, origin)
     backend_for(profile).ping()
+    if calibrate:
+        from ptctl.scheduler import calibration
+
+        if not calibration.measured(cfg, profile, spec):
+            calibration.calibrate(cfg, profile, spec, info=info)
+        elif info:
+            info(f"{origin}: this shape's speed is on record already: no calibration needed")
     choice = _initial_prompt(cfg, spec, info, warn)
     predicted = choice["predicted_steps"] if choice else spec.training.max_steps
     registry = Registry(cfg.home)
