@@ -24,6 +24,7 @@ from ptctl.jobs.registry import JobState, Registry
 from ptctl.jobs.spec import JobSpec, resolved_spec_dict
 from ptctl.planner import speeds
 from ptctl.scheduler.limits import check_spec
+from ptctl.scheduler.repeats import earlier_run
 from ptctl.scheduler.round import Tick, launch_or_record, round_lock
 from ptctl.scheduler.views import (PRIOR_STEPS_PER_S, LiveJob, held_gpus, iso, job_view,
                                    load_live_jobs, plan, poll_attempts)
@@ -60,6 +61,12 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
     predicted = choice["predicted_steps"] if choice else spec.training.max_steps
     registry = Registry(cfg.home)
     spec_dict = resolved_spec_dict(spec, now)
+    repeat = earlier_run(registry, spec_dict, choice["prompt_id"] if choice else None)
+    if repeat is not None:
+        predicted = repeat.steps
+        if info:
+            info(f"{origin}: predicted {repeat.steps} steps, as job {repeat.job_id} of the same "
+                 "task from the same initial prompt took")
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
     earlier = registry.submitted_since(digest, DUPLICATE_WINDOW_S)
     if earlier is not None and warn:
@@ -88,6 +95,8 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
                   "predicted_finish": iso(decision.predicted_finish_s),
                   "deadline": deadline.isoformat(timespec="seconds"),
                   "predicted_steps": predicted,
+                  "predicted_steps_from": f"job {repeat.job_id}" if repeat else
+                  ("bank" if choice else "max_steps"),
                   "assumed_steps_per_s": assumed, "rate_source": speed["rate_source"],
                   "init_prompt_id": choice["prompt_id"] if choice else None,
                   "profile": profile.name, "policy": cfg.policy, "feasible": feasible}
