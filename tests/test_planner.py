@@ -14,7 +14,6 @@ from ptctl.errors import BadInputError
 from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
 from ptctl.planner.elasticflow import ElasticFlowPolicy, elasticflow_gpu_cap
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost, elasticflow_overhead_s, gpu_need
-from ptctl.planner.infless import histogram_keepalive_s
 from ptctl.planner.interface import JobView
 from ptctl.planner.policies import POLICIES, decide
 from ptctl.planner.prompttuner import PromptTunerPolicy
@@ -180,11 +179,6 @@ def test_prompttuner_does_not_preempt_a_job_for_one_that_can_wait():
     assert decisions["q0"] == 1 and sum(decisions.values()) == 2
 
 
-def test_histogram_keepalive():
-    assert histogram_keepalive_s([]) == 0.0
-    assert histogram_keepalive_s([10.0] * 99 + [1e9]) < 4 * 3600 + 1
-
-
 def test_allowed_gpu_counts_are_whole_nodes_past_one_node_and_table_points_when_given():
     # The live rule: every count up to a node, then whole nodes, within the bounds and budget.
     assert allowed_gpu_counts(2, 64, budget=24, gpus_per_node=8) == (2, 3, 4, 5, 6, 7, 8, 16, 24)
@@ -239,7 +233,7 @@ def scenarios(draw):
         jobs.append(JobView(f"j{i}", curve.model, curve.global_batch, now - draw(st.floats(0, 500)),
                             now + draw(st.floats(-100, 5000)), "running" if gpus else "queued",
                             gpus, lo, hi, allowed, draw(st.floats(0, 20000)), curve,
-                            remaining_sd=draw(st.floats(0, 500)), warm=draw(st.booleans()),
+                            remaining_sd=draw(st.floats(0, 500)),
                             memory=memory))
     return now, budget, jobs
 

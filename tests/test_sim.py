@@ -172,12 +172,12 @@ def test_elasticflow_on_195job_matches_elasticflow_reference():
 # of these figures changes what the simulator shows (elasticflow's are ElasticFlow's own, see
 # test_sim_fidelity.py).
 FIGURES_195JOB = {
-    "prompttuner": {"met_deadline": 179, "declined": 0, "late": 16, "gpu_hours": 7088.482752984166,
+    "prompttuner": {"met_deadline": 179, "declined": 0, "late": 16, "gpu_hours": 6928.090667411512,
                     "mean_jct_s": 26963.857921175688, "resizes": 414, "rounds": 411},
     "elasticflow": {"met_deadline": 171, "declined": 24, "late": 0,
                     "gpu_hours": 10273.133333333333, "mean_jct_s": 20466.748538011696,
                     "resizes": 2284, "rounds": 302},
-    "infless": {"met_deadline": 156, "declined": 0, "late": 39, "gpu_hours": 7046.303318122351,
+    "infless": {"met_deadline": 156, "declined": 0, "late": 39, "gpu_hours": 6993.395110342863,
                 "mean_jct_s": 26197.436456062987, "resizes": 0, "rounds": 394},
     "edf": {"met_deadline": 17, "declined": 0, "late": 178, "gpu_hours": 34955.523203620396,
             "mean_jct_s": 257116.89266108364, "resizes": 28, "rounds": 419},

@@ -48,11 +48,10 @@ class PromptTunerPolicy(Policy):
        memory), otherwise it is served only after every committed job, so a burst of arrivals
        cannot make jobs that were guaranteed miss. An uncommitted job is re-tested each round
        and committed as soon as it fits.
-    Prompt Bank starts and the warm pool make starts cheaper (the simulator models both).
+    Prompt Bank starts make jobs shorter (the simulator models them); there is no warm pool.
     """
 
     name = "prompttuner"
-    keeps_warm = True
     uses_bank = True
 
     def __init__(self, settings: PromptTunerSettings | None = None) -> None:
@@ -64,15 +63,15 @@ class PromptTunerPolicy(Policy):
         for job in jobs:
             remaining = job.remaining_iterations + s.safety_z * job.remaining_sd
             need = gpu_need(remaining, now_s, job.deadline_s, job.rate, job.allowed_gpus,
-                            job.gpus, cluster, job.warm)
+                            job.gpus, cluster)
             if need is not None and job.gpus > 0 and need < job.gpus:
                 need = self._reclaim(job, need, remaining, now_s, cluster)
             if need is None:
                 fastest = min(job.allowed_gpus,
-                              key=lambda g: cluster.transition_s(job.gpus, g, job.warm) + remaining / job.rate(g))
+                              key=lambda g: cluster.transition_s(job.gpus, g) + remaining / job.rate(g))
                 plans.append((job, fastest, math.inf, remaining, False))
             else:
-                finish = (now_s + cluster.transition_s(job.gpus, need, job.warm)
+                finish = (now_s + cluster.transition_s(job.gpus, need)
                           + remaining / job.rate(need))
                 plans.append((job, need, job.deadline_s - finish, remaining, True))
 
@@ -114,7 +113,7 @@ class PromptTunerPolicy(Policy):
             g = target[job.job_id]
             finish = None
             if g:
-                finish = now_s + cluster.transition_s(job.gpus, g, job.warm) + remaining / job.rate(g)
+                finish = now_s + cluster.transition_s(job.gpus, g) + remaining / job.rate(g)
             update = {LAST_RESIZE: now_s} if g != job.gpus else {}
             if job.job_id in committed and committed[job.job_id] != job.memory.get("pt_committed"):
                 update["pt_committed"] = committed[job.job_id]
@@ -173,7 +172,7 @@ class PromptTunerPolicy(Policy):
             levels = list(job.allowed_gpus)
             work = remaining * (1.0 + per_round)
             if job.gpus == 0:  # a first start costs its transition once
-                work += cluster.transition_s(0, levels[0], job.warm) * job.rate(levels[0])
+                work += cluster.transition_s(0, levels[0]) * job.rate(levels[0])
             ef[job.job_id] = _EfJob(job, levels, {g: job.rate(g) for g in levels}, levels[-1],
                                     work=work)
         done = {j.job_id: True for j in jobs if j.memory.get("pt_committed")}
@@ -234,6 +233,6 @@ class PromptTunerPolicy(Policy):
         """Downsize only when it pays for its resize and the job has held its size long enough."""
         if now_s - job.memory.get(LAST_RESIZE, -math.inf) < self.settings.hold_s:
             return job.gpus
-        cost = cluster.transition_s(job.gpus, need, job.warm) * need
+        cost = cluster.transition_s(job.gpus, need) * need
         saved = job.gpus * remaining / job.rate(job.gpus) - need * remaining / job.rate(need)
         return need if saved > self.settings.reclaim_min_gain * cost else job.gpus

@@ -15,8 +15,8 @@ merged with everything else due by then. At each round:
   4. the policy decides for every queued or running job, and the decisions are applied.
 
 Determinism: the only randomness (the noise of iteration estimates) is drawn from `seed`.
-GPU-hours count every GPU a job holds, stalls included, plus idle warm instances of policies
-that keep a warm pool.
+GPU-hours count every GPU a job holds, stalls included. There is no warm pool (the live
+scheduler keeps none): every start and resize loads the model.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import math
 import numpy as np
 
 from ptctl.planner.gpu_need import elasticflow_overhead_s
-from ptctl.planner.infless import histogram_keepalive_s
 from ptctl.planner.interface import JobView, Policy
 from ptctl.planner.policies import decide, get_policy
 from ptctl.planner.views import allowed_gpu_counts, job_view
@@ -77,9 +76,6 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
     gpu_seconds = 0.0
     timeline: list[tuple[float, int]] = []
     reviews: list[float] = []
-    warm_until: dict[str, float] = {}
-    last_arrival: dict[str, float] = {}
-    arrival_gaps: dict[str, list[float]] = {}
     now = arrivals[0].arrival_s + lookup_s if arrivals else 0.0
     last_round = now
     rounds = 0
@@ -99,9 +95,6 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
         live = _Live(job, total, curve, allowed, float(noise[index]) if noise is not None else 0.0)
         active[job.job_id] = live
         outcomes.append(live.outcome)
-        if job.model in last_arrival:
-            arrival_gaps.setdefault(job.model, []).append(job.arrival_s - last_arrival[job.model])
-        last_arrival[job.model] = job.arrival_s
 
     while True:
         # 1-2. progress since the last round; completions.
@@ -117,18 +110,11 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
                 live.outcome.finish_s = finish
                 live.outcome.gpu_seconds += live.gpus * (finish - last_round)
                 gpu_seconds += live.gpus * (finish - last_round)
-                warm_until[live.job.model] = finish + (histogram_keepalive_s(
-                    arrival_gaps.get(live.job.model, [])) if policy.keeps_warm else 0.0)
                 del active[live.job.job_id]
                 continue
             live.done += work
             live.outcome.gpu_seconds += live.gpus * elapsed
             gpu_seconds += live.gpus * elapsed
-        if policy.keeps_warm and elapsed > 0:
-            running_models = {lv.job.model for lv in active.values() if lv.gpus}
-            for model, until in warm_until.items():
-                if model not in running_models and until > last_round:
-                    gpu_seconds += min(until, now) - last_round
 
         # 3. arrivals.
         while next_arrival < len(arrivals) and arrivals[next_arrival].arrival_s + lookup_s <= now:
@@ -141,7 +127,6 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
         # 4. decide and apply.
         if active:
             rounds += 1
-            running_models = {lv.job.model for lv in active.values() if lv.gpus}
             views = []
             for live in active.values():
                 job = live.job
@@ -152,9 +137,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
                     gpus=live.gpus, allowed_gpus=live.allowed, throughput=live.curve,
                     remaining_iterations=max(1.0, estimate_total - live.done),
                     remaining_sd=config.estimate_rel_sd * live.total * (1.0 - progress),
-                    memory=live.view.memory if live.view else None,
-                    warm=policy.keeps_warm and (job.model in running_models
-                                                or warm_until.get(job.model, -math.inf) >= now))
+                    memory=live.view.memory if live.view else None)
                 views.append(live.view)
             decisions = decide(policy, now, total_gpus, views, cluster)
             restart = ef_physics and rounds % EF_RESTART_EVERY == 0
@@ -180,7 +163,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
                         overhead = elasticflow_overhead_s(new, not cached, restart, total_gpus)
                         live.stall_until = now + overhead
                     elif new != old:
-                        live.stall_until = now + cluster.transition_s(old, new, live.view.warm)
+                        live.stall_until = now + cluster.transition_s(old, new)
                 live.gpus = new
                 used += new
                 if d.review_at_s is not None and d.review_at_s > now:
