@@ -4,6 +4,7 @@ determinism, the generator, the `ptctl sim` CLI, and its figures on ElasticFlow'
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ptctl.errors import BadInputError
-from ptctl.planner.gpu_need import ClusterModel
+from ptctl.planner.gpu_need import ClusterModel, ResizeCost
 from ptctl.planner.policies import POLICIES
 from ptctl.sim.engine import simulate
 from ptctl.sim.gen import GenSpec, generate, load_convergence, prompt_tuning_throughputs
@@ -141,6 +142,24 @@ def test_cli_gen_run_compare(tmp_path):
     assert (tmp_path / "plots/gpu_use.png").stat().st_size > 0
 
 
+def test_cli_reports_a_hopeless_job_infeasible_and_runs_it_at_its_cheapest_count(tmp_path):
+    """30,000 gpt-base iterations in 600 s fit no count (the fastest, 16 GPUs, needs 930 s):
+    the job is reported infeasible and runs at its most efficient count, 1 GPU, not at 16
+    (whatever the estimate's noise: 1 GPU is the most efficient for any amount of work)."""
+    write(tmp_path, "job_id,arrival_s,deadline_s,model,iterations,iterations_bank,global_batch,"
+                    "min_gpus,max_gpus\nlate,0,600,gpt-base,30000,30000,32,1,32\n", "hopeless.csv")
+    proc = run_cli("run", "--trace", "hopeless.csv", "--policy", "prompttuner", "--gpus", "32",
+                   "--jobs-csv", "jobs.csv", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["reported_infeasible"] == 1
+    [row] = list(csv.DictReader((tmp_path / "jobs.csv").open()))
+    assert (row["status"], row["reported_infeasible"]) == ("late", "True")
+    rate = prompt_tuning_throughputs().curve("gpt-base", 32).rate
+    assert max((1, 2, 4, 8, 16, 32), key=rate) == 16
+    start_s = ResizeCost().start()
+    assert float(row["gpu_hours"]) == pytest.approx((start_s + 30_000 / rate(1)) / 3600)
+
+
 def test_cli_bad_trace_exits_2_with_one_line(tmp_path):
     write(tmp_path, "job_id,arrival_s\nx,1\n", "bad.csv")
     proc = run_cli("run", "--trace", "bad.csv", "--policy", "edf", "--gpus", "4", cwd=tmp_path)
@@ -172,8 +191,8 @@ def test_elasticflow_on_195job_matches_elasticflow_reference():
 # of these figures changes what the simulator shows (elasticflow's are ElasticFlow's own, see
 # test_sim_fidelity.py).
 FIGURES_195JOB = {
-    "prompttuner": {"met_deadline": 179, "declined": 0, "late": 16, "gpu_hours": 6928.090667411512,
-                    "mean_jct_s": 26963.857921175688, "resizes": 414, "rounds": 411},
+    "prompttuner": {"met_deadline": 179, "declined": 0, "late": 16, "gpu_hours": 6287.291962153355,
+                    "mean_jct_s": 28614.312271158, "resizes": 324, "rounds": 410},
     "elasticflow": {"met_deadline": 171, "declined": 24, "late": 0,
                     "gpu_hours": 10273.133333333333, "mean_jct_s": 20466.748538011696,
                     "resizes": 2284, "rounds": 302},
