@@ -16,7 +16,8 @@ from ptctl.errors import BadInputError
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost
 from ptctl.planner.policies import POLICIES
 from ptctl.sim.engine import simulate
-from ptctl.sim.gen import GenSpec, generate, load_convergence, prompt_tuning_throughputs
+from ptctl.sim.gen import (GenSpec, generate, load_convergence, load_measured_starts,
+                           prompt_tuning_throughputs)
 from ptctl.sim.results import SimConfig
 from ptctl.sim.traces import read_trace, write_ptctl_trace
 
@@ -62,11 +63,31 @@ def test_ptctl_format_round_trip_and_errors(tmp_path):
     path = tmp_path / "pt.csv"
     write_ptctl_trace(path, jobs)
     again = read_trace(path, table)
-    assert [j.job_id for j in again] == [j.job_id for j in jobs]
-    assert all(j.iterations_bank <= j.iterations for j in again)
+    assert [(j.job_id, j.iterations_bank, j.iterations_predicted) for j in again] == [
+        (j.job_id, j.iterations_bank, j.iterations_predicted) for j in jobs]
     bad = path.read_text().replace(",gpt-large,", ",gpt-huge,", 1)
     with pytest.raises(BadInputError, match=r"column 'model': unknown model 'gpt-huge'"):
         read_trace(write(tmp_path, bad, "bad.csv"), table)
+    # The prediction column is optional: a trace without it has no bank predictions.
+    lines = path.read_text().splitlines()
+    bare = "\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n"
+    assert all(j.iterations_predicted is None for j in read_trace(write(tmp_path, bare, "b.csv")))
+
+
+def test_generator_resamples_the_measured_starts():
+    """Each job's start is one measured run of one held-out task: its step ratio to a random
+    start and its prediction error come from the same run, so the tasks the bank slows appear."""
+    runs = {run for task in load_measured_starts() for run in task}
+    jobs = generate(GenSpec(jobs=300, seed=1))
+    assert generate(GenSpec(jobs=300, seed=1)) == jobs
+    seen = set()
+    for j in jobs:
+        [run] = {(ratio, error) for ratio, error in runs
+                 if j.iterations_bank == max(10, round(j.iterations * ratio))
+                 and j.iterations_predicted == max(1, round(j.iterations_bank * error))}
+        seen.add(run)
+    assert seen == runs  # 300 draws reach every measured run
+    assert any(j.iterations_bank > j.iterations for j in jobs)
 
 
 def test_generator_is_deterministic_and_uses_convergence(tmp_path):
@@ -75,6 +96,8 @@ def test_generator_is_deterministic_and_uses_convergence(tmp_path):
                                             "bank_over_random_sigma": 0}), "c.json")
     jobs = generate(GenSpec(jobs=30, seed=7), load_convergence(conv_file))
     assert all(j.iterations_bank == pytest.approx(j.iterations * 0.25, abs=1) for j in jobs)
+    # A modelled ratio is not a measurement: its jobs carry no bank prediction.
+    assert all(j.iterations_predicted is None for j in jobs)
     # Around a median of 1 the bank's start is sometimes worse than a random one.
     neutral = write(tmp_path, '{"bank_over_random_median": 1.0, "bank_over_random_sigma": 0.3}',
                     "n.json")
@@ -83,6 +106,8 @@ def test_generator_is_deterministic_and_uses_convergence(tmp_path):
     assert any(j.iterations_bank < j.iterations for j in jobs)
     with pytest.raises(BadInputError, match="unknown key 'ratio'"):
         load_convergence(write(tmp_path, '{"ratio": 1}', "d.json"))
+    with pytest.raises(BadInputError, match="bank_over_random_sigma needs bank_over_random_median"):
+        load_convergence(write(tmp_path, '{"bank_over_random_sigma": 1}', "e.json"))
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))

@@ -14,6 +14,13 @@ merged with everything else due by then. At each round:
   3. arrivals join the queue;
   4. the policy decides for every queued or running job, and the decisions are applied.
 
+What a policy knows of a job's iterations: a bank-using policy plans a job that carries the
+Prompt Bank's prediction (`iterations_predicted`) as the live scheduler does, with
+`from_bank_prediction`'s prior (the prediction and its relative spread); any other job is planned
+on its true iterations times 1 + a Gaussian error of `estimate_rel_sd`. Either first estimate
+moves linearly to the truth as the job progresses (the live scheduler refits it on the job's
+loss curve), and its spread shrinks in proportion to the work left.
+
 Determinism: the only randomness (the noise of iteration estimates) is drawn from `seed`.
 GPU-hours count every GPU a job holds, stalls included. There is no warm pool (the live
 scheduler keeps none): every start and resize loads the model.
@@ -26,6 +33,7 @@ import math
 
 import numpy as np
 
+from ptctl.planner.convergence import from_bank_prediction
 from ptctl.planner.gpu_need import elasticflow_overhead_s
 from ptctl.planner.interface import JobView, Policy
 from ptctl.planner.policies import decide, get_policy
@@ -41,17 +49,24 @@ class _Live:
     """Simulator-side state of one active job; `view` is what the policy saw of it last round."""
 
     __slots__ = ("job", "outcome", "curve", "total", "done", "gpus", "stall_until", "allowed",
-                 "view", "noise")
+                 "view", "first_estimate", "relative_sd")
 
     def __init__(self, job: SimJob, total: float, curve, allowed: tuple[int, ...],
-                 noise: float) -> None:
-        self.job, self.curve, self.total, self.noise = job, curve, total, noise
+                 first_estimate: float, relative_sd: float) -> None:
+        self.job, self.curve, self.total = job, curve, total
+        self.first_estimate, self.relative_sd = first_estimate, relative_sd
         self.outcome = JobOutcome(job.job_id, job.arrival_s, job.deadline_s, total)
         self.done = 0.0
         self.gpus = 0
         self.stall_until = 0.0
         self.allowed = allowed
         self.view: JobView | None = None
+
+    def estimate(self) -> tuple[float, float]:
+        """(remaining iterations, their sd) as the policy knows them now."""
+        left = 1.0 - self.done / self.total
+        total = self.total + (self.first_estimate - self.total) * left
+        return max(1.0, total - self.done), self.relative_sd * total * left
 
 
 def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> SimResult:
@@ -92,7 +107,13 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
             outcomes.append(outcome)  # can never run on this cluster: counts as unfinished
             return
         total = job.iterations_bank if policy.uses_bank else job.iterations
-        live = _Live(job, total, curve, allowed, float(noise[index]) if noise is not None else 0.0)
+        if policy.uses_bank and job.iterations_predicted is not None:
+            prior = from_bank_prediction(job.iterations_predicted)
+            first, spread = prior.total_iterations, prior.sd_iterations / prior.total_iterations
+        else:
+            error = float(noise[index]) if noise is not None else 0.0
+            first, spread = total * max(0.05, 1.0 + error), config.estimate_rel_sd
+        live = _Live(job, total, curve, allowed, first, spread)
         active[job.job_id] = live
         outcomes.append(live.outcome)
 
@@ -130,13 +151,11 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
             views = []
             for live in active.values():
                 job = live.job
-                progress = live.done / live.total
-                estimate_total = live.total * max(0.05, 1.0 + live.noise * (1.0 - progress))
+                remaining, sd = live.estimate()
                 live.view = job_view(
                     job.job_id, job.model, job.global_batch, job.arrival_s, job.deadline_s,
                     gpus=live.gpus, allowed_gpus=live.allowed, throughput=live.curve,
-                    remaining_iterations=max(1.0, estimate_total - live.done),
-                    remaining_sd=config.estimate_rel_sd * live.total * (1.0 - progress),
+                    remaining_iterations=remaining, remaining_sd=sd,
                     memory=live.view.memory if live.view else None)
                 views.append(live.view)
             decisions = decide(policy, now, total_gpus, views, cluster)
