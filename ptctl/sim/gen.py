@@ -173,8 +173,10 @@ def generate(spec: GenSpec, convergence: dict | None = None) -> list[SimJob]:
     arrivals = np.cumsum(gaps) - gaps[0]
     models = rng.choice(len(spec.models), size=spec.jobs, p=weights / weights.sum())
     iter_noise = rng.normal(0.0, conv["random_iterations_sigma"], size=spec.jobs)
-    starts = _bank_starts(rng, spec.jobs, conv)
     ks = rng.uniform(spec.k_min, spec.k_max, size=spec.jobs)
+    # A stream of its own: the same seed gives the same arrivals, models, random-start
+    # iterations and deadlines whatever the bank's starts are drawn from.
+    starts = _bank_starts(np.random.default_rng((spec.seed, 1)), spec.jobs, conv)
     jobs = []
     for i in range(spec.jobs):
         model = spec.models[models[i]]
