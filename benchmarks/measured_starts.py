@@ -14,6 +14,9 @@ Sources, the first present wins:
 Random-start steps always come from heldout_convergence's `random` rows of the same task and
 seed; a seed without one is left out.
 
+It also prints the RMS of measured/predicted - 1 over the runs, the relative spread the planner
+gives a prediction (`ptctl.planner.convergence.PREDICTION_RELATIVE_SD`).
+
 Two counting rules, both stated in the output's `rules`:
   - a run that never reaches its target counts max_steps + eval_every steps (as
     `bank_convergence.py report`), so a ratio with a censored run is a bound;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,10 +98,13 @@ def build(records: Path) -> dict:
                                              / max(start["measured"], start["every"]), 4)})
     if not tasks:
         raise SystemExit(f"{records}: no (task, seed) with both a picked start and a random run")
+    errors = [1 / run["predicted_over_measured"] - 1 for runs in tasks.values() for run in runs]
     return {
         "source": source,
         "rules": ["a run that never reaches its target counts max_steps + eval_every steps",
                   "predicted/measured divides by at least one evaluation interval"],
+        # What ptctl.planner.convergence.PREDICTION_RELATIVE_SD should be.
+        "prediction_rms_relative_error": round(math.sqrt(sum(e * e for e in errors) / len(errors)), 2),
         "tasks": {task: sorted(runs, key=lambda r: r["seed"]) for task, runs in sorted(tasks.items())},
     }
 
@@ -107,6 +114,7 @@ def to_json(table: dict) -> str:
     tasks = ",\n".join(f"  {json.dumps(task)}: [\n" + ",\n".join(f"   {json.dumps(run)}" for run in runs)
                        + "\n  ]" for task, runs in table["tasks"].items())
     return (f'{{\n "source": {json.dumps(table["source"])},\n "rules": {json.dumps(table["rules"])},'
+            f'\n "prediction_rms_relative_error": {table["prediction_rms_relative_error"]},'
             f'\n "tasks": {{\n{tasks}\n }}\n}}\n')
 
 
@@ -120,6 +128,7 @@ def main() -> None:
     for task, runs in table["tasks"].items():
         print(f"{task}: start/random {[r['start_over_random'] for r in runs]}, "
               f"predicted/measured {[r['predicted_over_measured'] for r in runs]}")
+    print(f"RMS of measured/predicted - 1: {table['prediction_rms_relative_error']}")
     print(f"source: {table['source']}; written to {args.out.name}")
 
 

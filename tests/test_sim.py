@@ -8,11 +8,13 @@ import csv
 import json
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 
 from ptctl.errors import BadInputError
+from ptctl.planner.convergence import PREDICTION_RELATIVE_SD, from_bank_prediction
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost
 from ptctl.planner.policies import POLICIES
 from ptctl.sim.engine import simulate
@@ -88,6 +90,14 @@ def test_generator_resamples_the_measured_starts():
         seen.add(run)
     assert seen == runs  # 300 draws reach every measured run
     assert any(j.iterations_bank > j.iterations for j in jobs)
+
+
+def test_the_planner_gives_a_prediction_the_measured_spread():
+    """The live scheduler and the simulator plan a bank prediction with the relative sd the
+    held-out runs measured (benchmarks/measured_starts.py writes it next to the runs)."""
+    measured = json.loads((files("ptctl.sim") / "measured_starts.json").read_text())
+    assert PREDICTION_RELATIVE_SD == measured["prediction_rms_relative_error"]
+    assert from_bank_prediction(200).sd_iterations == pytest.approx(200 * PREDICTION_RELATIVE_SD)
 
 
 def test_generator_is_deterministic_and_uses_convergence(tmp_path):
