@@ -46,9 +46,11 @@ class PromptTunerPolicy(Policy):
     3. Running jobs ahead of schedule give GPUs back only when the saving outweighs the resize
        cost and they have not been resized for `hold_s` (hysteresis: no thrashing).
     4. Spare GPUs go only to jobs at risk (slack below a fraction of their time to finish).
-    5. A job that cannot make its deadline at any count is reported "infeasible" at once and run
-       best-effort on what is left, never dropped, at the count that costs least for the
-       lateness it saves (`_best_effort_size`): a late job is one violation whatever its size.
+    5. A job on time only without the safety margin (at risk) runs best-effort at the smallest
+       count on time for its estimate. A job that cannot make its deadline at any count is
+       reported "infeasible" at once and run best-effort on what is left, never dropped, at the
+       count that costs least for the lateness it saves (`_best_effort_size`): a late job is one
+       violation whatever its size.
     6. Commitment (no admission control, nothing is declined): when a job is first seen, the
        committed jobs plus it are planned in deadline order on the cluster's free-GPU timeline
        (the same minimum-share planner as `elasticflow`, with the per-round overhead added to the
@@ -139,7 +141,7 @@ class PromptTunerPolicy(Policy):
         """The count a job that will be late anyway runs at: the one that minimises its GPU-hours
         plus `late_gpu_hours_per_hour` times its hours late (resize cost included), the fastest
         of equals. Every hour late is one violation whatever the size, and on curves that scale
-        sublinearly the fastest count (the old rule) is the least efficient one."""
+        sublinearly the fastest count is the least efficient one."""
         def run_s(g: int) -> float:
             return cluster.transition_s(job.gpus, g) + remaining / job.rate(g)
 
