@@ -7,7 +7,8 @@ Prompt Bank query picked over a random start, and its predicted steps over its m
 
 Sources, the first present wins:
   1. `heldout_prediction/runs.jsonl`: one row per (task, seed) with the start the query picked
-     (bank, random or text), its `predicted_steps` and `measured_steps`;
+     (bank, random or text), its `predicted_steps` and `measured_steps` (a row marked
+     `"recorded": false` has no run of its start and is left out);
   2. `heldout_convergence/*.jsonl`: the `bank` rows (`query.predicted_steps` vs
      `steps_to_target`); files are read in name order and a later row of the same task, init
      and seed replaces an earlier one.
@@ -63,6 +64,8 @@ def picked_starts(records: Path, convergence: dict) -> tuple[str, list[dict]]:
     if runs_file.is_file():
         starts = []
         for row in read_jsonl(runs_file):
+            if row.get("recorded") is False:  # no run of the picked start: nothing measured
+                continue
             random = convergence.get((row["task"], "random", int(row["seed"])))
             every = every_of(random) if random else DEFAULT_EVERY
             starts.append({"task": row["task"], "seed": int(row["seed"]),

@@ -100,6 +100,46 @@ def test_the_planner_gives_a_prediction_the_measured_spread():
     assert from_bank_prediction(200).sd_iterations == pytest.approx(200 * PREDICTION_RELATIVE_SD)
 
 
+def test_measured_starts_prefer_the_prediction_runs_and_count_censored_runs(tmp_path):
+    """benchmarks/measured_starts.py: heldout_convergence's bank rows when there is no
+    heldout_prediction/runs.jsonl, the runs when there is (rows with no recorded run left
+    out); a censored run counts max_steps + eval_every, a step-0 start one evaluation."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "measured_starts.py"
+    spec = importlib.util.spec_from_file_location("measured_starts", path)
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    (tmp_path / "heldout_convergence").mkdir()
+    settings = {"eval_every": 10}
+
+    def run(task, init, seed, steps, predicted=None):
+        return {"task": task, "init": init, "seed": seed, "steps_to_target": steps,
+                "max_steps": 600, "settings": settings,
+                "query": {"predicted_steps": predicted} if predicted else None}
+
+    rows = [run("t", "random", 0, 200), run("t", "random", 1, None),
+            run("t", "bank", 0, 50, predicted=100), run("t", "bank", 1, 0, predicted=30)]
+    (tmp_path / "heldout_convergence" / "a.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    table = builder.build(tmp_path)
+    assert "heldout_convergence" in table["source"]
+    assert [(r["start_over_random"], r["predicted_over_measured"]) for r in table["tasks"]["t"]] \
+        == [(0.25, 2.0), (0.0, 3.0)]  # seed 1: 0 / 610, and 30 / 10
+    (tmp_path / "heldout_prediction").mkdir()
+    picks = [{"task": "t", "seed": 0, "init_picked": "random", "predicted_steps": 300,
+              "measured_steps": 200, "max_steps": 600},
+             {"task": "t", "seed": 1, "init_picked": "text", "predicted_steps": 100,
+              "measured_steps": None, "max_steps": 600, "recorded": False}]
+    (tmp_path / "heldout_prediction" / "runs.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in picks))
+    table = builder.build(tmp_path)
+    assert "runs.jsonl" in table["source"]
+    assert table["tasks"]["t"] == [{"seed": 0, "init": "random", "start_over_random": 1.0,
+                                    "predicted_over_measured": 1.5}]
+    assert json.loads(builder.to_json(table)) == table
+
+
 def test_generator_is_deterministic_and_uses_convergence(tmp_path):
     assert generate(GenSpec(jobs=30, seed=7)) == generate(GenSpec(jobs=30, seed=7))
     conv_file = write(tmp_path, json.dumps({"bank_over_random_median": 0.25,
