@@ -180,3 +180,29 @@ def test_the_planner_takes_the_banks_spread_as_its_margin(tmp_path):
     assert wide.sd_iterations == pytest.approx(100 * math.expm1(0.7))
     # A job submitted before the bank reported a spread keeps the old relative sd.
     assert prior({"predicted_steps": 100}).sd_iterations == pytest.approx(30.0)
+
+
+def test_the_prediction_benchmark_compares_at_the_evaluation_resolution():
+    """benchmarks/bank_prediction.py: steps count at least one evaluation window, a run that
+    never reached its target counts its max_steps, and the interval is read on that scale."""
+    import importlib.util
+
+    from helpers import REPO
+
+    loader = importlib.util.spec_from_file_location(
+        "bank_prediction", REPO / "benchmarks" / "bank_prediction.py")
+    bench = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(bench)
+
+    def row(predicted, lo, hi, measured):
+        return {"predicted_steps": predicted, "interval_lo": lo, "interval_hi": hi,
+                "measured_steps": measured, "max_steps": 600}
+
+    got = bench.accuracy([
+        row(1, 1, 2, 0),            # met at step 0, predicted within the first window
+        row(100, 50, 200, 100),     # exact
+        row(240, 126, 600, None),   # never reached: 600 against 240, 2.5x, inside
+        row(240, 126, 600, 70),     # 3.4x, outside
+    ])
+    assert got["runs"] == 4 and got["within_2x"] == 0.5 and got["inside_interval"] == 0.75
+    assert got["median_abs_log_ratio"] == pytest.approx(math.log(2.5) / 2)
