@@ -2,6 +2,7 @@
 
     python benchmarks/bank_prediction.py run --out benchmarks/records/heldout_prediction/runs.jsonl
     python benchmarks/bank_prediction.py report benchmarks/records/heldout_prediction/runs.jsonl
+    python benchmarks/bank_prediction.py run --tasks T1,T2 --seeds 1 --out picks.jsonl
 
 `run` queries the seed bank as `ptctl submit` does (SmolLM2-135M, two-layer search, the job's
 random start and its text start scored against the entries) for every (task, seed) that
@@ -9,7 +10,8 @@ random start and its text start scored against the entries) for every (task, see
 10, label_words). No training: the measured steps are those of the recorded run that started
 from the same prompt (a bank run from the same entry and seed, or the random or text run of
 that seed). A pick with no recorded run is written with `measured_steps` null and
-`recorded: false`, and `report` leaves it out.
+`recorded: false`, and `report` leaves it out. With `--tasks`, `run` queries those held-out
+tasks instead (e.g. to see which starts need a `bank_convergence.py run`).
 
 Steps are measured at evaluations, every 10 steps, so predicted and measured steps are compared
 at that resolution: both count at least 10 (a start that already meets the target at step 0
@@ -71,7 +73,9 @@ def run(args) -> None:
 
     cfg = load_config({"bank_dir": args.bank_dir} if args.bank_dir else None)
     runs = recorded_runs(Path(args.records))
-    pairs = sorted({(r["task"], r["seed"]) for r in runs})
+    pairs = sorted({(r["task"], r["seed"]) for r in runs if not args.tasks}
+                   | {(t, seed) for t in (args.tasks.split(",") if args.tasks else [])
+                      for seed in range(args.seeds)})
     snap = Bank.for_model(cfg.bank_dir, "smollm2-135m").snapshot()
     dtype = scoring_dtype("auto")
     model, tokenizer = load_base_model("smollm2-135m", dtype=dtype)
@@ -214,6 +218,9 @@ def main() -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--records", default=str(RECORDS))
     r.add_argument("--bank-dir", default=None, help="default: the bank_dir config key")
+    r.add_argument("--tasks", default=None, help="query these held-out tasks (seeds 0 to "
+                   "--seeds - 1) instead of every recorded (task, seed)")
+    r.add_argument("--seeds", type=int, default=3)
     p = sub.add_parser("report", help="prediction against outcome")
     p.add_argument("runs")
     p.add_argument("--json", action="store_true")
