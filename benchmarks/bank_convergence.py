@@ -198,8 +198,8 @@ def run(args) -> None:
                     if key not in picks:
                         result, snap = query(cfg.bank_dir, spec,
                                              exhaustive=(init == "bank-exhaustive"))
-                        picks[key] = (snap.prompt(snap.entry(result.prompt_id)),
-                                      result.prompt_id, result.as_dict(with_scored=True))
+                        picks[key] = (snap.prompt(snap.entry(result.best_entry)),
+                                      result.best_entry, result.as_dict(with_scored=True))
                     tensor, prompt_id, pick = picks[key]
                     if prior and prior["prompt_id"] == prompt_id:
                         continue  # recorded; a run from another pick (an older search) is not

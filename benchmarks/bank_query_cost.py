@@ -145,7 +145,7 @@ def main() -> None:
                         runs[dtype] = run_query(snap, spec, model, tokenizer,
                                                 exhaustive=exhaustive, samples=samples)
                 n = len(snap.entries)
-                picks = {d: r.prompt_id.split("-copy")[0] for d, r in runs.items()}
+                picks = {d: r.best_entry.split("-copy")[0] for d, r in runs.items()}
                 if reference is None:
                     reference = picks[base]
                 r = runs[base]
@@ -154,8 +154,8 @@ def main() -> None:
                        "candidates_scored": r.candidates_scored,
                        "seconds": {d: round(x.seconds, 2) for d, x in runs.items()},
                        "open_seconds": round(open_s, 2), "build_seconds": round(build_s, 1),
-                       "prompt_id": {d: x.prompt_id for d, x in runs.items()},
-                       "score": {d: round(x.score, 4) for d, x in runs.items()},
+                       "prompt_id": {d: x.best_entry for d, x in runs.items()},
+                       "score": {d: round(x.best_entry_score, 4) for d, x in runs.items()},
                        "pick_from": picks,
                        "same_as_exhaustive": {d: p == reference for d, p in picks.items()},
                        "loadavg_1min": round(load, 2)}

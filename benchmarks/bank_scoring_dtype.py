@@ -69,7 +69,7 @@ def main() -> None:
             seconds[dtype] = time.perf_counter() - t0
             with torch.inference_mode():
                 two_layer[dtype] = [run_query(snap, make_spec(t, "bank", 0), model, tokenizer,
-                                              samples=samples).prompt_id for t in names]
+                                              samples=samples).best_entry for t in names]
         print(f"\n{samples} samples: {len(ids)} entries x {len(names)} tasks in "
               f"{seconds['float32']:.1f} s float32, {seconds['bfloat16']:.1f} s bfloat16 "
               f"({seconds['bfloat16'] / seconds['float32']:.2f}x)\n")

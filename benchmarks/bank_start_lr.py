@@ -96,8 +96,8 @@ def run(args) -> None:
                     majority = load_task(probe.task, tokenizer).majority_accuracy()
                     target = target_from_majority(majority)
                     result, snap = query(args.bank_dir, probe)
-                    picks[task] = (majority, target, result.prompt_id,
-                                   snap.prompt(snap.entry(result.prompt_id)))
+                    picks[task] = (majority, target, result.best_entry,
+                                   snap.prompt(snap.entry(result.best_entry)))
                 majority, target, prompt_id, tensor = picks[task]
                 reason, curve, seconds = tune_stopped(make_spec(task, lr, target), tensor,
                                                       prompt_id)

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -224,3 +225,40 @@ def check_backend_runs_and_cancels(backend, tmp_path: Path) -> None:
         backend.cancel(long)
     wait_for_status(backend, long, lambda s: s is None or s.finished)
     assert backend.find_by_name(name) is None
+
+
+# --- Prompt Bank tasks ----------------------------------------------------------------------
+
+WORDS = {
+    "mood": (["great", "good", "happy", "nice"], ["bad", "awful", "sad", "poor"]),
+    "pets": (["cat", "dog", "horse", "cow"], ["red", "blue", "green", "pink"]),
+    "nums": (["one", "two", "three", "four"], ["apple", "pear", "plum", "fig"]),
+}
+
+
+def write_word_task(path: Path, kind: str, n: int = 120) -> Path:
+    """A two-class task of short word lists (`WORDS[kind]`), labels yes/no."""
+    rng = random.Random(kind)
+    a, b = WORDS[kind]
+    with path.open("w") as f:
+        for i in range(n):
+            words = a if i % 2 else b
+            text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 5)))
+            f.write(json.dumps({"text": text, "label": "yes" if i % 2 else "no"}) + "\n")
+    return path
+
+
+def write_spec(folder: Path, name: str, kind: str, words=("yes", "no"), steps: int = 6,
+               init: str = "bank", virtual_tokens: int = 4) -> Path:
+    """A tiny-random job spec over a `write_word_task` task answered with `words`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_word_task(folder / f"{kind}.jsonl", kind)
+    spec = {"name": name, "model": "tiny-random", "target": "accuracy >= 0.9", "deadline": "1h",
+            "prompt": {"virtual_tokens": virtual_tokens, "init": init},
+            "task": {"source": f"{kind}.jsonl", "eval_samples": 16, "max_length": 24,
+                     "label_words": {"yes": words[0], "no": words[1]}},
+            "training": {"global_batch_size": 4, "micro_batch_size": 4, "learning_rate": 0.1,
+                         "max_steps": steps, "eval_every": 3, "checkpoint_every": 100}}
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(spec))
+    return path

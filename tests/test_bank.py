@@ -4,7 +4,6 @@ concurrent writers and readers, and every bad input named by its file."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import threading
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, run_cli
+from helpers import REPO, run_cli, write_spec, write_word_task
 from typer.testing import CliRunner
 
 from ptctl.bank import ingest
@@ -29,39 +28,6 @@ from ptctl.errors import EXIT_BAD_INPUT, BadInputError, CorruptFileError, NotFou
 from ptctl.jobs.spec import load_spec
 from ptctl.tuning.launch import launch
 from ptctl.tuning.models import scoring_dtype
-
-WORDS = {
-    "mood": (["great", "good", "happy", "nice"], ["bad", "awful", "sad", "poor"]),
-    "pets": (["cat", "dog", "horse", "cow"], ["red", "blue", "green", "pink"]),
-    "nums": (["one", "two", "three", "four"], ["apple", "pear", "plum", "fig"]),
-}
-
-
-def write_task(path: Path, kind: str, n: int = 120) -> Path:
-    rng = random.Random(kind)
-    a, b = WORDS[kind]
-    with path.open("w") as f:
-        for i in range(n):
-            words = a if i % 2 else b
-            text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 5)))
-            f.write(json.dumps({"text": text, "label": "yes" if i % 2 else "no"}) + "\n")
-    return path
-
-
-def write_spec(folder: Path, name: str, kind: str, words=("yes", "no"), steps: int = 6,
-               init: str = "bank", virtual_tokens: int = 4) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_task(folder / f"{kind}.jsonl", kind)
-    spec = {"name": name, "model": "tiny-random", "target": "accuracy >= 0.9", "deadline": "1h",
-            "prompt": {"virtual_tokens": virtual_tokens, "init": init},
-            "task": {"source": f"{kind}.jsonl", "eval_samples": 16, "max_length": 24,
-                     "label_words": {"yes": words[0], "no": words[1]}},
-            "training": {"global_batch_size": 4, "micro_batch_size": 4, "learning_rate": 0.1,
-                         "max_steps": steps, "eval_every": 3, "checkpoint_every": 100}}
-    path = folder / f"{name}.yaml"
-    path.write_text(json.dumps(spec))
-    return path
-
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory) -> dict[str, Path]:
@@ -144,14 +110,18 @@ def test_query_two_layer_and_exhaustive(built, tmp_path):
     full, _ = query(str(bank.root.parent), spec, exhaustive=True, dtype="float32")
     assert two.dtype == full.dtype == "float32"
     assert full.candidates_scored == 4 and two.candidates_scored <= 4
-    assert full.score <= two.score + 1e-6
-    assert two.prompt_id in full.scored and abs(full.scored[two.prompt_id] - two.score) < 1e-4
-    assert 1 <= two.predicted_steps <= spec.training.max_steps
+    assert full.best_entry_score <= two.best_entry_score + 1e-6
+    assert two.best_entry in full.scored
+    assert abs(full.scored[two.best_entry] - two.best_entry_score) < 1e-4
+    assert 1 <= two.interval_lo <= two.predicted_steps <= two.interval_hi
+    assert two.interval_hi <= spec.training.max_steps
     result = CliRunner().invoke(app, ["query", str(tmp_path / "new" / "new-mood.yaml"),
                                       "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    for key in ("prompt_id", "score", "predicted_steps", "candidates_scored", "seconds"):
+    for key in ("init_picked", "prompt_id", "score", "predicted_steps", "predicted_steps_sd_log",
+                "interval_lo", "interval_hi", "start_scores", "best_entry", "scored",
+                "candidates_scored", "seconds"):
         assert key in data
     assert data["dtype"] == scoring_dtype("auto")
 
@@ -166,7 +136,7 @@ def test_bfloat16_scoring_agrees_with_float32(built, tmp_path):
     assert fast.dtype == "bfloat16"
     for eid, loss in wide.scored.items():
         assert abs(fast.scored[eid] - loss) < 0.05 * max(1.0, loss), (eid, loss, fast.scored)
-    assert fast.prompt_id == wide.prompt_id
+    assert fast.best_entry == wide.best_entry
 
 
 def test_bad_scoring_dtype_is_refused(built, tmp_path):
@@ -182,12 +152,17 @@ def test_bad_scoring_dtype_is_refused(built, tmp_path):
 def test_choose_initial_prompt_for_submit(built, cfg, tmp_path):
     spec = load_spec(write_spec(tmp_path / "s", "sub", "pets"))
     choice = choose_initial_prompt(cfg.bank_dir, spec)
-    assert set(choice) >= {"prompt_id", "score", "predicted_steps", "candidates_scored",
-                           "seconds", "prompt_bytes"}
+    assert set(choice) >= {"init_picked", "prompt_id", "score", "predicted_steps",
+                           "candidates_scored", "seconds", "prompt_bytes", "estimates"}
+    assert set(choice["estimates"]) >= {"predicted_steps", "predicted_steps_sd_log",
+                                        "init_picked", "start_scores"}
     from safetensors.torch import load
 
-    tensor = load(choice["prompt_bytes"])["prompt"]
-    assert tensor.shape == (4, 64) and tensor.dtype == torch.float32
+    if choice["init_picked"] == "bank":
+        tensor = load(choice["prompt_bytes"])["prompt"]
+        assert tensor.shape == (4, 64) and tensor.dtype == torch.float32
+    else:  # the job draws its own random start from its seed
+        assert choice["prompt_bytes"] is None and choice["prompt_id"] is None
     other = load_spec(write_spec(tmp_path / "s", "sub8", "pets", virtual_tokens=8))
     warnings = []
     assert choose_initial_prompt(cfg.bank_dir, other, warn=warnings.append) is None
@@ -508,7 +483,7 @@ def test_selection_regret_searches_as_a_query_does():
 def test_build_sources_through_the_job_registry(tmp_path, cfg):
     """`bank build --sources --submit`: each source is a ptctl job (local profile here)."""
     for kind in ("mood", "pets", "nums"):
-        write_task(tmp_path / f"{kind}.jsonl", kind)
+        write_word_task(tmp_path / f"{kind}.jsonl", kind)
     (tmp_path / "sources.yaml").write_text(
         "model: tiny-random\ndefaults:\n  target: accuracy >= 0.99\n"
         "  prompt: {virtual_tokens: 4}\n  task: {eval_samples: 16, max_length: 24}\n"

@@ -23,7 +23,7 @@ from ptctl.tuning.data import (Batch, example_losses, label_scores, load_task,
                                prompt_label_losses)
 from ptctl.tuning.launch import launch
 from ptctl.tuning.models import load_base_model, model_identity, resolve_model
-from ptctl.tuning.prompt import build_prompt_model, prompt_parameter, read_adapter
+from ptctl.tuning.prompt import build_prompt_model, fresh_prompt, prompt_parameter, read_adapter
 from ptctl.tuning.train import DataOrder
 
 from helpers import REPO, run_cli
@@ -205,6 +205,21 @@ def test_prompt_of_wrong_shape_is_refused_by_name():
     with pytest.raises(BadInputError, match=r"bank:abc: shape \(4, 32\) does not fit"):
         build_prompt_model(model, "unused", PromptSpec(virtual_tokens=4, init="bank"), 0,
                            init_prompt=torch.zeros(4, 32), name="bank:abc")
+
+
+@pytest.mark.parametrize("init, seed", [("random", 0), ("random", 7), ("text", 0)])
+def test_fresh_prompt_is_the_start_a_job_builds(init, seed):
+    """The Prompt Bank scores a job's own random and text starts with `fresh_prompt`: they
+    must be the very prompts training starts from (same draw for the seed, same text)."""
+    folder = resolve_model("tiny-random")
+    prompt = PromptSpec(virtual_tokens=4, init=init, init_text="Is this good or bad?")
+    model, _ = load_base_model("tiny-random")
+    expected = prompt_parameter(build_prompt_model(model, folder, prompt, seed)).detach()
+    fresh, _ = load_base_model("tiny-random")
+    got = fresh_prompt(fresh, folder, prompt, seed, init)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+    other = fresh_prompt(fresh, folder, prompt, seed + 1, init)
+    assert torch.equal(other, got) == (init == "text")  # the draw follows the seed
 
 
 def test_data_order_depends_only_on_sample_index():

@@ -86,11 +86,6 @@ class Entry:
     def file(self) -> str:
         return f"prompts/{self.id}.safetensors"
 
-    @property
-    def convergence_steps(self) -> int:
-        """Steps this prompt's own job needed: to its target, else all it ran."""
-        return self.steps_to_target if self.steps_to_target is not None else max(1, self.steps)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -162,7 +162,8 @@ def query(
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """The best initial prompt in the bank for a job spec, with its score and predicted steps."""
+    """The best initial prompt for a job spec (a bank entry, or the job's own random or text
+    start when no entry scores better), with its score and predicted steps."""
     from ptctl.bank import query as bank_query
     from ptctl.jobs.spec import load_spec
     from ptctl.tuning.models import scoring_dtype
@@ -176,8 +177,12 @@ def query(
     with _progress(out) as progress:
         result, _ = bank_query.query(cfg.bank_dir, spec, exhaustive=exhaustive,
                                      samples=samples, progress=progress, dtype=dtype)
+    starts = ", ".join(f"{k} {v:.4f}" for k, v in result.start_scores.items())
+    pick = result.prompt_id if result.init_picked == "bank" else f"{result.init_picked} start"
     out.emit(result.as_dict(), human=(
-        f"{result.prompt_id}: loss {result.score:.4f}, predicted {result.predicted_steps} steps; "
+        f"{pick}: loss {result.score:.4f} (best entry {result.best_entry} "
+        f"{result.best_entry_score:.4f}, {starts}); predicted {result.predicted_steps} steps "
+        f"({result.interval_lo}-{result.interval_hi} at {result.interval_coverage:.0%}); "
         f"{result.candidates_scored} of {result.eligible} candidates scored in "
         f"{result.seconds:.1f} s, {result.dtype} (model load {result.load_seconds:.1f} s)"))
 

@@ -382,8 +382,10 @@ def result(job_id: Annotated[str, typer.Argument(help="An ended job with a resul
     meta = jsonlib.loads(meta_path.read_text())
     spec = registry.load_spec(job_id)
     margin = deadline_margin_s(state, spec) if state.is_terminal else None
-    init = meta.get("init_prompt_id") or ("text" if spec["prompt"]["init"] == "text"
-                                          else "random")
+    # A bank spec whose query found no entry better than the job's own start says which.
+    picked = state.estimates.get("init_picked")
+    init = meta.get("init_prompt_id") or (picked if picked in ("random", "text") else (
+        "text" if spec["prompt"]["init"] == "text" else "random"))
     data = {"job_id": job_id, "phase": state.phase, "outcome": outcome_words(state, spec),
             "target_reached": meta.get("reason") == "target_reached", "adapter": str(folder),
             **{k: meta.get(k) for k in ("task", "model", "steps", "samples", "final_metric",

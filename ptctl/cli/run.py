@@ -71,11 +71,9 @@ def run(
 
         choice = choose_initial_prompt(common.config().bank_dir, spec, info=out.info,
                                        warn=out.warn)
-        if choice is not None:
+        if choice is not None and choice["prompt_bytes"]:
             init_prompt = load_tensors(choice["prompt_bytes"])["prompt"]
             init_prompt_id = choice["prompt_id"]
-            out.info(f"ptctl: starting from Prompt Bank entry {init_prompt_id} (predicted "
-                     f"{choice['predicted_steps']} steps)")
     out.info(f"ptctl: running {spec.name} on {ranks(world, default_device(0, world))} in "
              f"{run_dir.root}")
     outcome = launch(spec, run_dir.root, world, init_prompt=init_prompt,

@@ -58,7 +58,10 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
         elif info:
             info(f"{origin}: this shape's speed is on record already: no calibration needed")
     choice = _initial_prompt(cfg, spec, info, warn)
-    predicted = choice["predicted_steps"] if choice else spec.training.max_steps
+    # The bank's prediction with its spread and what the pick was compared with; without a
+    # bank query, the whole run.
+    prediction = choice["estimates"] if choice else {"predicted_steps": spec.training.max_steps}
+    predicted = prediction["predicted_steps"]
     registry = Registry(cfg.home)
     spec_dict = resolved_spec_dict(spec, now)
     repeat = earlier_run(registry, spec_dict, choice["prompt_id"] if choice else None)
@@ -78,7 +81,7 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
             warn(f"skipped: {line}")
         poll_attempts(jobs, profile)
         speed = prior_speed(cfg.home, spec_dict, profile)
-        estimates = {"predicted_steps": predicted, **speed}
+        estimates = {**prediction, **speed}
         draft = LiveJob(JobState(job_id="new-job-0000", name=spec.name, created_at=now.isoformat(),
                                  estimates=estimates), spec_dict, None)
         view = job_view(draft, profile)  # not None: check_spec found a count that fits
@@ -99,6 +102,7 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
                   ("bank" if choice else "max_steps"),
                   "assumed_steps_per_s": assumed, "rate_source": speed["rate_source"],
                   "init_prompt_id": choice["prompt_id"] if choice else None,
+                  **{k: v for k, v in prediction.items() if k != "predicted_steps"},
                   "profile": profile.name, "policy": cfg.policy, "feasible": feasible}
         if not feasible and not best_effort and calibrated:
             earliest = answer["predicted_finish"] or "never within the GPU budget"
@@ -107,7 +111,8 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
                                 "to run it anyway")
         if dry_run:
             return answer
-        files = {"init_prompt.safetensors": choice["prompt_bytes"]} if choice else None
+        files = ({"init_prompt.safetensors": choice["prompt_bytes"]}
+                 if choice and choice["prompt_bytes"] else None)
         state = registry.create(
             spec.name, spec_dict, files=files, profile=profile.ref, best_effort=best_effort,
             spec_digest=digest,

@@ -7,6 +7,7 @@ backend.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -166,7 +167,10 @@ def convergence(job: LiveJob) -> ConvergenceEstimate:
     own eval curve (error rate for accuracy targets, loss for loss targets)."""
     max_steps = job.spec["training"]["max_steps"]
     predicted = job.state.estimates.get("predicted_steps") or max_steps
-    prior = from_bank_prediction(min(predicted, max_steps))
+    sd_log = job.state.estimates.get("predicted_steps_sd_log")
+    # The bank's log-spread as a relative sd: prediction + 1 sd = its exp(+1 sd) quantile.
+    prior = (from_bank_prediction(min(predicted, max_steps)) if sd_log is None
+             else from_bank_prediction(min(predicted, max_steps), math.expm1(sd_log)))
     curve = job.progress.eval_curve if job.progress else []
     metric, _, value = str(job.spec["target"]).split()
     if len(curve) >= 4:

@@ -27,25 +27,49 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 META = "ptctl_meta.json"
 
 
-def build_prompt_model(model, model_folder: str, prompt: PromptSpec, seed: int,
-                       init_prompt: torch.Tensor | None = None, name: str = "init prompt"):
-    """Wrap the frozen `model` with a fresh prompt adapter; returns the PeftModel."""
-    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+def _tuning_config(model_folder: str, prompt: PromptSpec, init: str):
+    """peft's config for a fresh prompt: TEXT init from `init_text`, else SAMPLE_VOCAB."""
+    from peft import PromptTuningConfig, PromptTuningInit
 
-    use_text = prompt.init == "text"
-    config = PromptTuningConfig(
+    use_text = init == "text"
+    return PromptTuningConfig(
         task_type="CAUSAL_LM",
         num_virtual_tokens=prompt.virtual_tokens,
         prompt_tuning_init=PromptTuningInit.TEXT if use_text else PromptTuningInit.SAMPLE_VOCAB,
         prompt_tuning_init_text=prompt.init_text if use_text else None,
         tokenizer_name_or_path=model_folder if use_text else None,
     )
+
+
+def build_prompt_model(model, model_folder: str, prompt: PromptSpec, seed: int,
+                       init_prompt: torch.Tensor | None = None, name: str = "init prompt"):
+    """Wrap the frozen `model` with a fresh prompt adapter; returns the PeftModel."""
+    from peft import get_peft_model
+
+    config = _tuning_config(model_folder, prompt, prompt.init)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
     if init_prompt is not None:
         set_prompt(peft_model, init_prompt, name)
     return peft_model
+
+
+def fresh_prompt(model, model_folder: str, prompt: PromptSpec, seed: int,
+                 init: str) -> torch.Tensor:
+    """The [virtual_tokens, hidden] float32 prompt that `build_prompt_model` starts a job with
+    for `init` "random" (the same vocabulary draw from `seed`) or "text", without wrapping
+    `model`: the Prompt Bank scores these starts against its entries, so a job that starts
+    from random or text starts from the very prompt that was scored."""
+    from peft.tuners.prompt_tuning.model import PromptEmbedding
+
+    config = _tuning_config(model_folder, prompt, init)
+    config.token_dim = model.get_input_embeddings().embedding_dim
+    config.num_transformer_submodules = 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        embedding = PromptEmbedding(config, model.get_input_embeddings())
+    return embedding.embedding.weight.detach().to(torch.float32)
 
 
 def prompt_parameter(peft_model) -> torch.nn.Parameter:
