@@ -21,8 +21,9 @@ gives a prediction (`ptctl.planner.convergence.PREDICTION_RELATIVE_SD`).
 Two counting rules, both stated in the output's `rules`:
   - a run that never reaches its target counts max_steps + eval_every steps (as
     `bank_convergence.py report`), so a ratio with a censored run is a bound;
-  - the predicted/measured ratio divides by at least one evaluation interval: a start that
-    meets the target at step 0 was measured to need at most that much.
+  - steps are counted at the evaluation resolution, predicted and measured alike: a start that
+    meets the target at step 0 was measured to need at most one evaluation interval, and a
+    prediction under one interval means the same; both count as one interval.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def build(records: Path) -> dict:
         random_steps = counted(random["steps_to_target"], random["max_steps"], every_of(random))
         tasks.setdefault(start["task"], []).append({
             "seed": start["seed"], "init": start["init"],
-            "start_over_random": round(start["measured"] / random_steps, 4),
-            "predicted_over_measured": round(start["predicted"]
+            "start_over_random": round(max(start["measured"], start["every"])
+                                       / max(random_steps, start["every"]), 4),
+            "predicted_over_measured": round(max(start["predicted"], start["every"])
                                              / max(start["measured"], start["every"]), 4)})
     if not tasks:
         raise SystemExit(f"{records}: no (task, seed) with both a picked start and a random run")
@@ -105,7 +107,7 @@ def build(records: Path) -> dict:
     return {
         "source": source,
         "rules": ["a run that never reaches its target counts max_steps + eval_every steps",
-                  "predicted/measured divides by at least one evaluation interval"],
+                  "steps count at least one evaluation interval (the measurement's resolution)"],
         # What ptctl.planner.convergence.PREDICTION_RELATIVE_SD should be.
         "prediction_rms_relative_error": round(math.sqrt(sum(e * e for e in errors) / len(errors)), 2),
         "tasks": {task: sorted(runs, key=lambda r: r["seed"]) for task, runs in sorted(tasks.items())},
