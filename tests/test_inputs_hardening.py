@@ -128,6 +128,32 @@ def test_bad_trace_is_one_line_exit_2(tmp_path, case):
     assert_one_line(result, 2, "trace.csv", *expected)
 
 
+THROUGHPUT_CASES = {
+    "unclosed quote": (b'global_batch_size,1,2\n64,"6.0,8.6\n128,3.5,5.6\n', "gpt2.csv:line 2",
+                       "unclosed quote"),
+    "GPU count twice": (b"global_batch_size,1,1\n64,6.0,8.6\n", "column 1: a GPU count given "
+                        "twice"),
+    "5000-digit GPU count": (b"global_batch_size,1," + b"9" * 5000 + b"\n64,6.0,8.6\n",
+                             "expected a GPU count"),
+    "infinite rate": (b"global_batch_size,1,2\n64,1e400,8.6\n", "gpt2.csv:line 2: column 1",
+                      "expected iterations/s"),
+    "field over 128 KiB": (b"global_batch_size,1\n64," + b"9" * 200_000 + b"\n",
+                           "gpt2.csv:line 2", "over 128 KiB"),
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "gpt2.csv", "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", list(THROUGHPUT_CASES))
+def test_bad_throughput_table_is_one_line_exit_2(tmp_path, case):
+    data, *expected = THROUGHPUT_CASES[case]
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "gpt2.csv").write_bytes(data)
+    trace = Path(__file__).parent.parent / "data" / "elasticflow" / "cluster01_first100.csv"
+    result = run_cli("sim", "run", "--trace", str(trace), "--throughputs",
+                     str(tmp_path / "tables"), "--policy", "edf", "--gpus", "8")
+    assert_one_line(result, 2, *expected)
+
+
 @pytest.mark.parametrize("content, expected", [
     (b"\x00\x01\xff\xfe binary", "not UTF-8"),
     (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32"),
