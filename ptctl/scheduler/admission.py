@@ -46,7 +46,7 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
     check_spec(origin, spec.to_dict(), profile, warn)
     from ptctl.tuning.checks import check_inputs  # transformers loads only here
 
-    check_inputs(spec, origin)
+    check_inputs(spec, origin, warn)
     backend_for(profile).ping()
     choice = _initial_prompt(cfg, spec, info, warn)
     predicted = choice["predicted_steps"] if choice else spec.training.max_steps
