@@ -57,7 +57,9 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
     if earlier is not None and warn:
         warn(f"{origin}: the same spec was submitted as job {earlier.job_id} at "
              f"{earlier.created_at}; submitting it again")
-    with round_lock(registry):
+    # A dry run writes nothing, not even the lock's file: it waits for a round under way only
+    # where one has run before.
+    with round_lock(registry, create=not dry_run):
         jobs = load_live_jobs(registry)
         for line in jobs.unreadable if warn else ():
             warn(f"skipped: {line}")

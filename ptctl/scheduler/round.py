@@ -45,12 +45,13 @@ class Tick:
 
 
 @contextlib.contextmanager
-def round_lock(registry: Registry, *, wait: bool = True) -> Iterator[bool]:
-    """The lock of rounds and launches; yields False when `wait` is off and it is taken."""
+def round_lock(registry: Registry, *, wait: bool = True, create: bool = True) -> Iterator[bool]:
+    """The lock of rounds and launches; yields False when `wait` is off and it is taken. With
+    `create` off (readers) a missing lock file is not made and no lock is taken."""
     path = registry.home / "rebalance.lock"
     if wait:
-        with file_lock(path):
-            yield True
+        with file_lock(path, create=create) as locked:
+            yield locked
     else:
         with try_file_lock(path) as locked:
             yield locked
