@@ -5,9 +5,10 @@ Submits tiny-random jobs of mixed shapes (max_steps, batch sizes, max_length, ev
 shape twice, one after another on the local profile with `submit --wait`, in a fresh state
 folder. For each job: predicted duration (predicted_finish - the plan's time) against the
 actual one (the job's last progress write - the plan's time). Reports the median and worst
-ratio for first runs of a shape and for repeats.
+ratio for first runs of a shape and for repeats. `--calibrate` submits with `--calibrate`, so
+a first run is planned from a calibration of its shape (not counted in its duration).
 
-    PYTHONPATH=. python benchmarks/predict_duration.py [--rounds 2] [--out FILE.json]
+    PYTHONPATH=. python benchmarks/predict_duration.py [--rounds 2] [--calibrate] [--out F.json]
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def spec(folder: Path, i: int, shape: tuple[int, ...]) -> Path:
     return path
 
 
-def run_one(path: Path, env: dict[str, str]) -> dict:
-    out = subprocess.run([sys.executable, "-m", "ptctl", "submit", str(path), "--wait",
-                          "--json"], capture_output=True, text=True, env=env, timeout=900)
+def run_one(path: Path, env: dict[str, str], calibrate: bool) -> dict:
+    out = subprocess.run([sys.executable, "-m", "ptctl", "submit", str(path), "--wait", "--json",
+                          *(["--calibrate"] if calibrate else [])],
+                         capture_output=True, text=True, env=env, timeout=900)
     if out.returncode not in (0, 3):
         raise SystemExit(f"{path}: exit {out.returncode}: {out.stderr[-2000:]}")
     plan = json.loads(out.stdout)
@@ -72,6 +74,8 @@ def summary(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="runs of each shape")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="submit --calibrate: time a shape before its first plan")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,7 +84,7 @@ def main() -> None:
         rows = []
         for rnd in range(args.rounds):
             for i, shape in enumerate(SHAPES):
-                row = run_one(spec(Path(tmp), i, shape), env) | {"shape": shape, "run": rnd + 1}
+                row = run_one(spec(Path(tmp), i, shape), env, args.calibrate) | {"shape": shape, "run": rnd + 1}
                 rows.append(row)
                 print(f"run {rnd + 1} shape {shape}: {row['source']:12s} assumed "
                       f"{row['assumed_steps_per_s']:.3g} steps/s  predicted "

@@ -1,12 +1,13 @@
-"""Prompt-tuning traces from `ptctl sim gen`: `prompttuner` (Prompt Bank starts, warm pool)
-against `infless` and `elasticflow` (random initial prompts), over seeds and loads, on 32 GPUs
-(4 servers x 8, as the published evaluation).
+"""Prompt-tuning traces from `ptctl sim gen`: `prompttuner` (Prompt Bank starts and
+predictions) against `infless` and `elasticflow` (random initial prompts), over seeds and loads,
+on 32 GPUs (4 servers x 8, as the published evaluation).
 
 Usage: python benchmarks/sim_prompt_tuning.py [--seeds 5] [--rates 10,20,40,80] [--jobs 300]
                                              [--convergence FILE]
 Prints a markdown table of ratios baseline / prompttuner (higher = prompttuner better).
-`--convergence` is `ptctl sim gen`'s file (the Prompt Bank's measured bank/random step ratio);
-without it the generator's defaults apply.
+Without `--convergence` the traces resample the measured starts (ptctl/sim/measured_starts.json);
+`--convergence` is `ptctl sim gen`'s file, e.g. a log-normal bank/random ratio of exactly 1 for
+the scheduler alone.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ def main() -> None:
     parser.add_argument("--convergence", default=None)
     args = parser.parse_args()
     convergence = load_convergence(args.convergence)
-    print(f"bank/random step ratio: median {convergence['bank_over_random_median']:g}, "
-          f"sigma {convergence['bank_over_random_sigma']:g}\n")
+    if convergence["bank_over_random_median"] is None:
+        print("bank starts and predictions: resampled from ptctl/sim/measured_starts.json\n")
+    else:
+        print(f"bank/random step ratio: median {convergence['bank_over_random_median']:g}, "
+              f"sigma {convergence['bank_over_random_sigma']:g}; no bank predictions\n")
     config = SimConfig(ClusterModel(args.gpus), prompt_tuning_throughputs(), estimate_rel_sd=0.2)
     print("| arrivals/h | seed | violations pt / infless / ef | GPU-h pt / infless / ef | "
           "viol. ratio infless/pt | viol. ratio ef/pt | cost ratio infless/pt | cost ratio ef/pt |")

@@ -181,7 +181,7 @@ class ReferencePromptTuner(PromptTunerPolicy):
             levels = list(job.allowed_gpus)
             work = remaining * (1.0 + per_round)
             if job.gpus == 0:  # a first start costs its transition once
-                work += cluster.transition_s(0, levels[0], job.warm) * job.rate(levels[0])
+                work += cluster.transition_s(0, levels[0]) * job.rate(levels[0])
             view = JobView(job.job_id, job.model, job.global_batch, job.arrival_s, job.deadline_s,
                            "queued", 0, job.min_gpus, job.max_gpus, job.allowed_gpus, work,
                            job.throughput)

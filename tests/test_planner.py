@@ -14,10 +14,9 @@ from ptctl.errors import BadInputError
 from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
 from ptctl.planner.elasticflow import ElasticFlowPolicy, elasticflow_gpu_cap
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost, elasticflow_overhead_s, gpu_need
-from ptctl.planner.infless import histogram_keepalive_s
 from ptctl.planner.interface import JobView
 from ptctl.planner.policies import POLICIES, decide
-from ptctl.planner.prompttuner import PromptTunerPolicy
+from ptctl.planner.prompttuner import PromptTunerPolicy, PromptTunerSettings
 from ptctl.planner.throughput import ThroughputCurve, fit_usl
 from ptctl.planner.timeline import _EfJob, _min_share, _Steps, ef_align
 from ptctl.planner.views import allowed_gpu_counts, job_view
@@ -180,9 +179,39 @@ def test_prompttuner_does_not_preempt_a_job_for_one_that_can_wait():
     assert decisions["q0"] == 1 and sum(decisions.values()) == 2
 
 
-def test_histogram_keepalive():
-    assert histogram_keepalive_s([]) == 0.0
-    assert histogram_keepalive_s([10.0] * 99 + [1e9]) < 4 * 3600 + 1
+def test_a_job_that_cannot_make_its_deadline_runs_where_lateness_is_cheapest():
+    """Infeasible at every count: reported at once and run at the count minimising GPU-hours +
+    price x hours late (price = late_gpu_hours_per_hour, 0 by default: the most efficient
+    count), not at its fastest count."""
+    cluster = ClusterModel(8, slot_s=60)  # a start costs 55 s, a resize 75 s
+    sublinear = ThroughputCurve("m", 32, {1: 1.0, 2: 1.8, 4: 3.0, 8: 4.0})
+    job = view(remaining=10_000, deadline=100, curve=sublinear)
+    # (g + 1) x (55 + 10000 / rate): 20110, 16830, 16940, 22995 GPU-seconds -> 2 GPUs.
+    for price, gpus in ((0.0, 1), (1.0, 2), (1000.0, 8)):
+        policy = PromptTunerPolicy(PromptTunerSettings(late_gpu_hours_per_hour=price))
+        [decision] = decide(policy, 0.0, 8, [job], cluster)
+        assert (decision.action, decision.gpus) == ("infeasible", gpus)
+    [decision] = decide("prompttuner", 0.0, 8, [job], cluster)
+    assert (decision.action, decision.gpus) == ("infeasible", 1)
+    # Equally efficient counts (a linear curve, free resizes): the fastest of them.
+    free = ClusterModel(8, slot_s=60, resize_cost=ResizeCost(0, 0, 0, 0))
+    [decision] = decide("prompttuner", 0.0, 8, [view(remaining=10_000, deadline=100)], free)
+    assert (decision.action, decision.gpus) == ("infeasible", 8)
+    # Running at 2 at price 1, it stays: moving to 1 saves less than its checkpoint and restart.
+    running = view(remaining=10_000, deadline=100, gpus=2, curve=sublinear)
+    policy = PromptTunerPolicy(PromptTunerSettings(late_gpu_hours_per_hour=1.0))
+    [decision] = decide(policy, 0.0, 8, [running], cluster)
+    assert (decision.action, decision.gpus) == ("infeasible", 2)
+
+
+def test_a_job_on_time_only_without_its_margin_runs_at_the_count_that_makes_it():
+    """Late with remaining + z*sd at every count, on time with its estimate alone: not
+    infeasible; it runs best-effort at the smallest count on time for the estimate."""
+    cluster = ClusterModel(8, slot_s=60, resize_cost=ResizeCost(0, 0, 0, 0))
+    # At most 4 GPUs: 300 iterations take 75 s there, 300 + 100 take 100 s.
+    job = view(remaining=300, remaining_sd=100, deadline=90, max_gpus=4)
+    [decision] = decide("prompttuner", 0.0, 8, [job], cluster)
+    assert (decision.action, decision.gpus) == ("start", 4)
 
 
 def test_allowed_gpu_counts_are_whole_nodes_past_one_node_and_table_points_when_given():
@@ -239,7 +268,7 @@ def scenarios(draw):
         jobs.append(JobView(f"j{i}", curve.model, curve.global_batch, now - draw(st.floats(0, 500)),
                             now + draw(st.floats(-100, 5000)), "running" if gpus else "queued",
                             gpus, lo, hi, allowed, draw(st.floats(0, 20000)), curve,
-                            remaining_sd=draw(st.floats(0, 500)), warm=draw(st.booleans()),
+                            remaining_sd=draw(st.floats(0, 500)),
                             memory=memory))
     return now, budget, jobs
 

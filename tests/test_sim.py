@@ -4,18 +4,22 @@ determinism, the generator, the `ptctl sim` CLI, and its figures on ElasticFlow'
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
 
 from ptctl.errors import BadInputError
-from ptctl.planner.gpu_need import ClusterModel
+from ptctl.planner.convergence import PREDICTION_RELATIVE_SD, from_bank_prediction
+from ptctl.planner.gpu_need import ClusterModel, ResizeCost
 from ptctl.planner.policies import POLICIES
 from ptctl.sim.engine import simulate
-from ptctl.sim.gen import GenSpec, generate, load_convergence, prompt_tuning_throughputs
+from ptctl.sim.gen import (GenSpec, generate, load_convergence, load_measured_starts,
+                           prompt_tuning_throughputs)
 from ptctl.sim.results import SimConfig
 from ptctl.sim.traces import read_trace, write_ptctl_trace
 
@@ -61,11 +65,79 @@ def test_ptctl_format_round_trip_and_errors(tmp_path):
     path = tmp_path / "pt.csv"
     write_ptctl_trace(path, jobs)
     again = read_trace(path, table)
-    assert [j.job_id for j in again] == [j.job_id for j in jobs]
-    assert all(j.iterations_bank <= j.iterations for j in again)
+    assert [(j.job_id, j.iterations_bank, j.iterations_predicted) for j in again] == [
+        (j.job_id, j.iterations_bank, j.iterations_predicted) for j in jobs]
     bad = path.read_text().replace(",gpt-large,", ",gpt-huge,", 1)
     with pytest.raises(BadInputError, match=r"column 'model': unknown model 'gpt-huge'"):
         read_trace(write(tmp_path, bad, "bad.csv"), table)
+    # The prediction column is optional: a trace without it has no bank predictions.
+    lines = path.read_text().splitlines()
+    bare = "\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n"
+    assert all(j.iterations_predicted is None for j in read_trace(write(tmp_path, bare, "b.csv")))
+
+
+def test_generator_resamples_the_measured_starts():
+    """Each job's start is one measured run of one held-out task: its step ratio to a random
+    start and its prediction error come from the same run, so the tasks the bank slows appear."""
+    runs = {run for task in load_measured_starts() for run in task}
+    jobs = generate(GenSpec(jobs=300, seed=1))
+    assert generate(GenSpec(jobs=300, seed=1)) == jobs
+    seen = set()
+    for j in jobs:
+        [run] = {(ratio, error) for ratio, error in runs
+                 if j.iterations_bank == max(10, round(j.iterations * ratio))
+                 and j.iterations_predicted == max(1, round(j.iterations_bank * error))}
+        seen.add(run)
+    assert seen == runs  # 300 draws reach every measured run
+    assert any(j.iterations_bank > j.iterations for j in jobs)
+
+
+def test_the_planner_gives_a_prediction_the_measured_spread():
+    """The live scheduler and the simulator plan a bank prediction with the relative sd the
+    held-out runs measured (benchmarks/measured_starts.py writes it next to the runs)."""
+    measured = json.loads((files("ptctl.sim") / "measured_starts.json").read_text())
+    assert PREDICTION_RELATIVE_SD == measured["prediction_rms_relative_error"]
+    assert from_bank_prediction(200).sd_iterations == pytest.approx(200 * PREDICTION_RELATIVE_SD)
+
+
+def test_measured_starts_prefer_the_prediction_runs_and_count_censored_runs(tmp_path):
+    """benchmarks/measured_starts.py: heldout_convergence's bank rows when there is no
+    heldout_prediction/runs.jsonl, the runs when there is (rows with no recorded run left
+    out); a censored run counts max_steps + eval_every, a step-0 start one evaluation."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "measured_starts.py"
+    spec = importlib.util.spec_from_file_location("measured_starts", path)
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    (tmp_path / "heldout_convergence").mkdir()
+    settings = {"eval_every": 10}
+
+    def run(task, init, seed, steps, predicted=None):
+        return {"task": task, "init": init, "seed": seed, "steps_to_target": steps,
+                "max_steps": 600, "settings": settings,
+                "query": {"predicted_steps": predicted} if predicted else None}
+
+    rows = [run("t", "random", 0, 200), run("t", "random", 1, None),
+            run("t", "bank", 0, 50, predicted=100), run("t", "bank", 1, 0, predicted=30)]
+    (tmp_path / "heldout_convergence" / "a.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    table = builder.build(tmp_path)
+    assert "heldout_convergence" in table["source"]
+    assert [(r["start_over_random"], r["predicted_over_measured"]) for r in table["tasks"]["t"]] \
+        == [(0.25, 2.0), (0.0, 3.0)]  # seed 1: 0 / 610, and 30 / 10
+    (tmp_path / "heldout_prediction").mkdir()
+    picks = [{"task": "t", "seed": 0, "init_picked": "random", "predicted_steps": 300,
+              "measured_steps": 200, "max_steps": 600},
+             {"task": "t", "seed": 1, "init_picked": "text", "predicted_steps": 100,
+              "measured_steps": None, "max_steps": 600, "recorded": False}]
+    (tmp_path / "heldout_prediction" / "runs.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in picks))
+    table = builder.build(tmp_path)
+    assert "runs.jsonl" in table["source"]
+    assert table["tasks"]["t"] == [{"seed": 0, "init": "random", "start_over_random": 1.0,
+                                    "predicted_over_measured": 1.5}]
+    assert json.loads(builder.to_json(table)) == table
 
 
 def test_generator_is_deterministic_and_uses_convergence(tmp_path):
@@ -74,6 +146,8 @@ def test_generator_is_deterministic_and_uses_convergence(tmp_path):
                                             "bank_over_random_sigma": 0}), "c.json")
     jobs = generate(GenSpec(jobs=30, seed=7), load_convergence(conv_file))
     assert all(j.iterations_bank == pytest.approx(j.iterations * 0.25, abs=1) for j in jobs)
+    # A modelled ratio is not a measurement: its jobs carry no bank prediction.
+    assert all(j.iterations_predicted is None for j in jobs)
     # Around a median of 1 the bank's start is sometimes worse than a random one.
     neutral = write(tmp_path, '{"bank_over_random_median": 1.0, "bank_over_random_sigma": 0.3}',
                     "n.json")
@@ -82,6 +156,8 @@ def test_generator_is_deterministic_and_uses_convergence(tmp_path):
     assert any(j.iterations_bank < j.iterations for j in jobs)
     with pytest.raises(BadInputError, match="unknown key 'ratio'"):
         load_convergence(write(tmp_path, '{"ratio": 1}', "d.json"))
+    with pytest.raises(BadInputError, match="bank_over_random_sigma needs bank_over_random_median"):
+        load_convergence(write(tmp_path, '{"bank_over_random_sigma": 1}', "e.json"))
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
@@ -141,6 +217,24 @@ def test_cli_gen_run_compare(tmp_path):
     assert (tmp_path / "plots/gpu_use.png").stat().st_size > 0
 
 
+def test_cli_reports_a_hopeless_job_infeasible_and_runs_it_at_its_cheapest_count(tmp_path):
+    """30,000 gpt-base iterations in 600 s fit no count (the fastest, 16 GPUs, needs 930 s):
+    the job is reported infeasible and runs at its most efficient count, 1 GPU, not at 16
+    (whatever the estimate's noise: 1 GPU is the most efficient for any amount of work)."""
+    write(tmp_path, "job_id,arrival_s,deadline_s,model,iterations,iterations_bank,global_batch,"
+                    "min_gpus,max_gpus\nlate,0,600,gpt-base,30000,30000,32,1,32\n", "hopeless.csv")
+    proc = run_cli("run", "--trace", "hopeless.csv", "--policy", "prompttuner", "--gpus", "32",
+                   "--jobs-csv", "jobs.csv", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["reported_infeasible"] == 1
+    [row] = list(csv.DictReader((tmp_path / "jobs.csv").open()))
+    assert (row["status"], row["reported_infeasible"]) == ("late", "True")
+    rate = prompt_tuning_throughputs().curve("gpt-base", 32).rate
+    assert max((1, 2, 4, 8, 16, 32), key=rate) == 16
+    start_s = ResizeCost().start()
+    assert float(row["gpu_hours"]) == pytest.approx((start_s + 30_000 / rate(1)) / 3600)
+
+
 def test_cli_bad_trace_exits_2_with_one_line(tmp_path):
     write(tmp_path, "job_id,arrival_s\nx,1\n", "bad.csv")
     proc = run_cli("run", "--trace", "bad.csv", "--policy", "edf", "--gpus", "4", cwd=tmp_path)
@@ -172,12 +266,12 @@ def test_elasticflow_on_195job_matches_elasticflow_reference():
 # of these figures changes what the simulator shows (elasticflow's are ElasticFlow's own, see
 # test_sim_fidelity.py).
 FIGURES_195JOB = {
-    "prompttuner": {"met_deadline": 179, "declined": 0, "late": 16, "gpu_hours": 7088.482752984166,
-                    "mean_jct_s": 26963.857921175688, "resizes": 414, "rounds": 411},
+    "prompttuner": {"met_deadline": 179, "declined": 0, "late": 16, "gpu_hours": 6287.291962153355,
+                    "mean_jct_s": 28614.312271158, "resizes": 324, "rounds": 410},
     "elasticflow": {"met_deadline": 171, "declined": 24, "late": 0,
                     "gpu_hours": 10273.133333333333, "mean_jct_s": 20466.748538011696,
                     "resizes": 2284, "rounds": 302},
-    "infless": {"met_deadline": 156, "declined": 0, "late": 39, "gpu_hours": 7046.303318122351,
+    "infless": {"met_deadline": 156, "declined": 0, "late": 39, "gpu_hours": 6993.395110342863,
                 "mean_jct_s": 26197.436456062987, "resizes": 0, "rounds": 394},
     "edf": {"met_deadline": 17, "declined": 0, "late": 178, "gpu_hours": 34955.523203620396,
             "mean_jct_s": 257116.89266108364, "resizes": 28, "rounds": 419},

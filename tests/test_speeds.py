@@ -87,3 +87,36 @@ def test_reported_rate_includes_evaluation_time(tmp_path: Path):
         if every == 1:
             assert progress["eval_s"] > 0
     assert rates[1] < 0.8 * rates[100], rates
+
+
+def test_calibration_records_the_shape_and_submit_plans_from_it(tmp_path: Path):
+    """`ptctl calibrate` times a few steps through the backend and leaves only the record;
+    `submit --calibrate` then finds the shape measured and plans from it."""
+    spec = tiny_spec(tmp_path, training={"global_batch_size": 4, "micro_batch_size": 2,
+                                         "max_steps": 400, "eval_every": 20,
+                                         "checkpoint_every": 50})
+    home = tmp_path / "ptctl-home"
+    cal = run_cli("calibrate", str(spec), "--steps", "3", "--json", env=LOCAL, timeout=600)
+    assert cal.returncode == 0, cal.stderr
+    found = json.loads(cal.stdout)
+    assert found["steps"] == 3 and found["train_s"] > 0 and found["device"] == "local/-"
+    entry, = json.loads((home / "speeds.json").read_text()).values()
+    assert entry["model"] == "tiny-random" and entry["world_size"] == 1
+    assert entry["global_batch"] == 4 and entry["eval_s"] > 0
+    assert not any((home / "calibration").iterdir())  # the run folder is gone
+    assert not (home / "jobs").exists() or not any((home / "jobs").iterdir())
+    plan = run_cli("submit", str(spec), "--calibrate", "--dry-run", "--json", env=LOCAL)
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["plan"]["rate_source"] == "record"
+    human = run_cli("submit", str(spec), "--calibrate", "--dry-run", env=LOCAL)
+    assert "on record already" in human.stdout + human.stderr
+    assert "measured on earlier jobs of this shape" in human.stdout
+
+
+def test_calibration_of_bad_data_fails_before_launching(tmp_path: Path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine", "label": "positive"}\n{"text": "cut in ha\n')
+    spec = tiny_spec(tmp_path, task={"source": str(bad), "label_words": {"positive": "good"}})
+    result = run_cli("submit", str(spec), "--calibrate", env=LOCAL)
+    assert result.returncode == 2 and "bad.jsonl" in result.stderr
+    assert not (tmp_path / "ptctl-home" / "calibration").exists()

@@ -48,6 +48,9 @@ def submit(
     mail_type: Annotated[str, typer.Option("--mail-type", help="sbatch --mail-type, e.g. "
                                            "END,FAIL.")] = None,
     mail_user: Annotated[str, typer.Option("--mail-user", help="sbatch --mail-user.")] = None,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="First time a few steps of "
+                                            "this shape (as `ptctl calibrate`) unless its "
+                                            "speed is on record.")] = False,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -64,7 +67,7 @@ def submit(
     cfg = common.config(profile=profile)
     prof = load_profile(cfg).with_overrides(spec.slurm.as_dict())
     plan = admission.submit(cfg, prof, spec, origin=str(spec_file), best_effort=best_effort,
-                            dry_run=dry_run, info=out.info, warn=out.warn)
+                            dry_run=dry_run, calibrate=calibrate, info=out.info, warn=out.warn)
     if dry_run:
         out.emit({"dry_run": True, "plan": plan},
                  human=f"plan: {plan['gpus']} GPU(s), {plan['action']} ({plan['reason']}); "

@@ -44,11 +44,12 @@ def root(
 
 
 def _wire() -> None:
-    from ptctl.cli import bank, config, doctor, jobs, predict, rebalance, run, sim
+    from ptctl.cli import bank, calibrate, config, doctor, jobs, predict, rebalance, run, sim
 
     jobs.register(app)
     predict.register(app)
     app.command("run")(run.run)
+    app.command("calibrate")(calibrate.calibrate)
     app.command("rebalance")(rebalance.rebalance)
     app.add_typer(bank.app, name="bank")
     app.add_typer(config.app, name="config")

@@ -100,9 +100,11 @@ def gen(out_path: Annotated[Path, typer.Option("--out", help="Trace CSV to write
         reference_gpus: Annotated[int, typer.Option("--reference-gpus", help="GPUs the deadline factor refers to.")] = 2,
         max_gpus: Annotated[int, typer.Option("--max-gpus", help="Per-job GPU cap.")] = 32,
         convergence: Annotated[Optional[Path], typer.Option(
-            "--convergence", help="JSON with bank/random iteration statistics.")] = None,
+            "--convergence", help="JSON overriding random-start iteration statistics, or "
+                                  "replacing the measured bank starts by a log-normal ratio.")] = None,
         seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Write a prompt-tuning trace (ptctl format) with Poisson arrivals and bank/random iterations."""
+    """Write a prompt-tuning trace (ptctl format): Poisson arrivals, bank starts and predictions
+    resampled from the measured held-out runs."""
     from ptctl.sim.gen import GenSpec
     from ptctl.sim.runner import generate_trace
 

@@ -2,7 +2,7 @@
 deadline, counting what a resize costs on the cluster it runs on.
 
 A resize on Slurm is not free: the job checkpoints, its new allocation waits in the queue,
-starts, and loads the model again (skipped when a warm instance already holds the model).
+starts, and loads the model again (ptctl keeps no warm pool: every start loads the model).
 `ResizeCost` holds these per cluster profile. ElasticFlow's simulator charges a different,
 per-round model (`elasticflow_overhead_s`); `ClusterModel.overhead_model` picks which one a
 simulation (and the planner's arithmetic) uses, so every policy in one run pays the same physics.
@@ -34,13 +34,13 @@ class ResizeCost:
             if not (value >= 0 and math.isfinite(value)):
                 raise BadInputError(f"ResizeCost.{name}={value} must be a finite number >= 0")
 
-    def start(self, warm: bool = False) -> float:
+    def start(self) -> float:
         """A queued job's first start."""
-        return self.queue_wait_s + self.start_s + (0.0 if warm else self.model_load_s)
+        return self.queue_wait_s + self.start_s + self.model_load_s
 
-    def resize(self, warm: bool = False) -> float:
+    def resize(self) -> float:
         """A running job stops at a checkpoint and restarts with another GPU count."""
-        return self.checkpoint_s + self.start(warm)
+        return self.checkpoint_s + self.start()
 
 
 def elasticflow_overhead_s(gpus: int, changed: bool, restart: bool = False,
@@ -80,7 +80,7 @@ class ClusterModel:
             raise BadInputError(f"ClusterModel.overhead_model={self.overhead_model!r} must be one "
                                 f"of {', '.join(OVERHEAD_MODELS)}")
 
-    def transition_s(self, old_gpus: int, new_gpus: int, warm: bool = False) -> float:
+    def transition_s(self, old_gpus: int, new_gpus: int) -> float:
         """Seconds of no progress when a job goes from `old_gpus` to `new_gpus` (0 = not running)."""
         if new_gpus <= 0:
             return 0.0
@@ -89,17 +89,17 @@ class ClusterModel:
                                           cluster_gpus=self.total_gpus)
         if old_gpus == new_gpus:
             return 0.0
-        return self.resize_cost.start(warm) if old_gpus <= 0 else self.resize_cost.resize(warm)
+        return self.resize_cost.start() if old_gpus <= 0 else self.resize_cost.resize()
 
 
 def gpu_need(remaining_iterations: float, now_s: float, deadline_s: float,
              rate: Callable[[int], float], allowed_gpus: Iterable[int], current_gpus: int,
-             cluster: ClusterModel, warm: bool = False) -> int | None:
+             cluster: ClusterModel) -> int | None:
     """Smallest allowed count that finishes by the deadline, resize cost included; None if none."""
     if remaining_iterations <= 0:
         return min(allowed_gpus, default=None) if current_gpus <= 0 else current_gpus
     for g in sorted(allowed_gpus):
-        finish = now_s + cluster.transition_s(current_gpus, g, warm) + remaining_iterations / rate(g)
+        finish = now_s + cluster.transition_s(current_gpus, g) + remaining_iterations / rate(g)
         if finish <= deadline_s:
             return g
     return None

@@ -1,20 +1,9 @@
-"""`infless`: a fixed size chosen at arrival, and the keep-alive of its warm pool."""
+"""`infless`: a fixed size chosen at arrival, never resized."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from ptctl.planner.gpu_need import gpu_need
 from ptctl.planner.interface import Policy, _decision
-
-
-def histogram_keepalive_s(idle_gaps_s: list[float], percentile: float = 99.0,
-                          cap_s: float = 4 * 3600.0) -> float:
-    """INFless/hybrid-histogram keep-alive: keep an idle warm instance for the `percentile`-th
-    idle gap between uses of its model (capped), so most next uses find it warm."""
-    if not idle_gaps_s:
-        return 0.0
-    return float(min(cap_s, np.percentile(np.asarray(idle_gaps_s, dtype=float), percentile)))
 
 
 class InflessPolicy(Policy):
@@ -23,7 +12,6 @@ class InflessPolicy(Policy):
     queued jobs start in arrival order when their size fits (no blocking)."""
 
     name = "infless"
-    keeps_warm = True
 
     def decide(self, now_s, gpu_budget, jobs, cluster):
         free = gpu_budget - sum(j.gpus for j in jobs)
@@ -36,13 +24,13 @@ class InflessPolicy(Policy):
             update = None
             if size is None:
                 size = gpu_need(job.remaining_iterations, now_s, job.deadline_s, job.rate,
-                                job.allowed_gpus, 0, cluster, job.warm)
+                                job.allowed_gpus, 0, cluster)
                 if size is None:
                     size = max(job.allowed_gpus, key=job.rate)
                 update = {"infless_gpus": int(size)}
             if size <= free:
                 free -= size
-                finish = now_s + cluster.transition_s(0, size, job.warm) + job.remaining_iterations / job.rate(size)
+                finish = now_s + cluster.transition_s(0, size) + job.remaining_iterations / job.rate(size)
                 out[job.job_id] = _decision(job, size, "fixed size fits", finish,
                                             memory_update=update)
             else:

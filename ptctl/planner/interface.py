@@ -30,7 +30,6 @@ class JobView:
     remaining_iterations: float
     throughput: Any
     remaining_sd: float = 0.0
-    warm: bool = False
     memory: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -94,10 +93,9 @@ def _largest_fitting(job: JobView, limit: int, at_most: int | None = None) -> in
 
 
 class Policy:
-    """A named decision rule. `keeps_warm`: whether idle instances are kept loaded (warm pool)."""
+    """A named decision rule. `uses_bank`: its jobs start from Prompt Bank prompts."""
 
     name = "policy"
-    keeps_warm = False
     uses_bank = False
 
     def decide(self, now_s: float, gpu_budget: int, jobs: list[JobView],

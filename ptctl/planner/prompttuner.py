@@ -14,6 +14,12 @@ from ptctl.planner.timeline import _EfJob, _min_share, _Steps
 # The job memory key of its last resize time: a resize the user asks for sets it too, so the
 # hysteresis (`hold_s`) protects a manual resize as it does the policy's own.
 LAST_RESIZE = "last_resize_s"
+# What a job's plan is: on time with the safety margin; on time only if its estimate holds
+# (no margin); late at every count.
+FEASIBLE, AT_RISK, INFEASIBLE = "feasible", "at risk", "infeasible"
+REASONS = {FEASIBLE: "least-slack minimal share",
+           AT_RISK: "on time only without the safety margin: best effort",
+           INFEASIBLE: "cannot meet deadline: best effort where lateness is cheapest"}
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class PromptTunerSettings:
     reclaim_min_gain: float = 2.0    # reclaim only if GPU-seconds saved > gain * resize GPU-seconds
     risk_slack_fraction: float = 0.1  # at risk: slack < this fraction of the time to finish
     commit: bool = True              # guarantee test on arrival (no declines): see PromptTunerPolicy
+    late_gpu_hours_per_hour: float = 0.0  # best effort: GPU-hours one hour less late is worth
 
 
 class PromptTunerPolicy(Policy):
@@ -39,8 +46,11 @@ class PromptTunerPolicy(Policy):
     3. Running jobs ahead of schedule give GPUs back only when the saving outweighs the resize
        cost and they have not been resized for `hold_s` (hysteresis: no thrashing).
     4. Spare GPUs go only to jobs at risk (slack below a fraction of their time to finish).
-    5. A job that cannot make its deadline is run best-effort on what is left, at its fastest
-       count, to minimise lateness, and reported as "infeasible" - never dropped.
+    5. A job on time only without the safety margin (at risk) runs best-effort at the smallest
+       count on time for its estimate. A job that cannot make its deadline at any count is
+       reported "infeasible" at once and run best-effort on what is left, never dropped, at the
+       count that costs least for the lateness it saves (`_best_effort_size`): a late job is one
+       violation whatever its size.
     6. Commitment (no admission control, nothing is declined): when a job is first seen, the
        committed jobs plus it are planned in deadline order on the cluster's free-GPU timeline
        (the same minimum-share planner as `elasticflow`, with the per-round overhead added to the
@@ -48,11 +58,10 @@ class PromptTunerPolicy(Policy):
        memory), otherwise it is served only after every committed job, so a burst of arrivals
        cannot make jobs that were guaranteed miss. An uncommitted job is re-tested each round
        and committed as soon as it fits.
-    Prompt Bank starts and the warm pool make starts cheaper (the simulator models both).
+    Prompt Bank starts make jobs shorter (the simulator models them); there is no warm pool.
     """
 
     name = "prompttuner"
-    keeps_warm = True
     uses_bank = True
 
     def __init__(self, settings: PromptTunerSettings | None = None) -> None:
@@ -64,22 +73,27 @@ class PromptTunerPolicy(Policy):
         for job in jobs:
             remaining = job.remaining_iterations + s.safety_z * job.remaining_sd
             need = gpu_need(remaining, now_s, job.deadline_s, job.rate, job.allowed_gpus,
-                            job.gpus, cluster, job.warm)
+                            job.gpus, cluster)
             if need is not None and job.gpus > 0 and need < job.gpus:
                 need = self._reclaim(job, need, remaining, now_s, cluster)
             if need is None:
-                fastest = min(job.allowed_gpus,
-                              key=lambda g: cluster.transition_s(job.gpus, g, job.warm) + remaining / job.rate(g))
-                plans.append((job, fastest, math.inf, remaining, False))
+                # On time only if its estimate holds: the smallest count that makes it so.
+                bare = gpu_need(job.remaining_iterations, now_s, job.deadline_s, job.rate,
+                                job.allowed_gpus, job.gpus, cluster)
+                if bare is not None:
+                    plans.append((job, bare, math.inf, remaining, AT_RISK))
+                    continue
+                size = self._best_effort_size(job, remaining, cluster)
+                plans.append((job, size, math.inf, remaining, INFEASIBLE))
             else:
-                finish = (now_s + cluster.transition_s(job.gpus, need, job.warm)
+                finish = (now_s + cluster.transition_s(job.gpus, need)
                           + remaining / job.rate(need))
-                plans.append((job, need, job.deadline_s - finish, remaining, True))
+                plans.append((job, need, job.deadline_s - finish, remaining, FEASIBLE))
 
         committed = self._commitments(now_s, gpu_budget, jobs, cluster, plans) if s.commit else {}
         free = gpu_budget
         target: dict[str, int] = {}
-        by_slack = sorted((p for p in plans if p[4]),
+        by_slack = sorted((p for p in plans if p[4] == FEASIBLE),
                           key=lambda p: (not committed.get(p[0].job_id, True), p[2],
                                          p[0].deadline_s, p[0].job_id))
         waits = self._can_wait(by_slack, gpu_budget)
@@ -103,25 +117,39 @@ class PromptTunerPolicy(Policy):
             if up:
                 free -= up[0] - g
                 target[job.job_id] = up[0]
-        best_effort = sorted((p for p in plans if not p[4]), key=lambda p: (p[0].deadline_s, p[0].job_id))
-        for job, fastest, _, _, _ in best_effort:
-            g = _largest_fitting(job, free, fastest)
+        best_effort = sorted((p for p in plans if p[4] != FEASIBLE),
+                             key=lambda p: (p[0].deadline_s, p[0].job_id))
+        for job, size, _, _, _ in best_effort:
+            g = _largest_fitting(job, free, size)
             target[job.job_id] = g
             free -= g
 
         out = []
-        for job, _, slack, remaining, feasible_job in plans:
+        for job, _, slack, remaining, kind in plans:
             g = target[job.job_id]
             finish = None
             if g:
-                finish = now_s + cluster.transition_s(job.gpus, g, job.warm) + remaining / job.rate(g)
+                finish = now_s + cluster.transition_s(job.gpus, g) + remaining / job.rate(g)
             update = {LAST_RESIZE: now_s} if g != job.gpus else {}
             if job.job_id in committed and committed[job.job_id] != job.memory.get("pt_committed"):
                 update["pt_committed"] = committed[job.job_id]
-            reason = ("least-slack minimal share" if feasible_job else "cannot meet deadline: best effort")
-            out.append(_decision(job, g, reason, finish, infeasible=not feasible_job,
+            out.append(_decision(job, g, REASONS[kind], finish, infeasible=kind == INFEASIBLE,
                                  memory_update=update))
         return out
+
+    def _best_effort_size(self, job: JobView, remaining: float, cluster: ClusterModel) -> int:
+        """The count a job that will be late anyway runs at: the one that minimises its GPU-hours
+        plus `late_gpu_hours_per_hour` times its hours late (resize cost included), the fastest
+        of equals. Every hour late is one violation whatever the size, and on curves that scale
+        sublinearly the fastest count is the least efficient one."""
+        def run_s(g: int) -> float:
+            return cluster.transition_s(job.gpus, g) + remaining / job.rate(g)
+
+        price = self.settings.late_gpu_hours_per_hour
+        cost = {g: (g + price) * run_s(g) for g in job.allowed_gpus}
+        cheapest = min(cost.values())
+        # A curve known at one count only is linear: every count costs the same, up to rounding.
+        return min((g for g in cost if cost[g] <= cheapest * (1 + 1e-9)), key=run_s)
 
     def _can_wait(self, by_slack: list, gpu_budget: int) -> set[str]:
         """Queued jobs that can wait for running ones to end instead of preempting them.
@@ -173,7 +201,7 @@ class PromptTunerPolicy(Policy):
             levels = list(job.allowed_gpus)
             work = remaining * (1.0 + per_round)
             if job.gpus == 0:  # a first start costs its transition once
-                work += cluster.transition_s(0, levels[0], job.warm) * job.rate(levels[0])
+                work += cluster.transition_s(0, levels[0]) * job.rate(levels[0])
             ef[job.job_id] = _EfJob(job, levels, {g: job.rate(g) for g in levels}, levels[-1],
                                     work=work)
         done = {j.job_id: True for j in jobs if j.memory.get("pt_committed")}
@@ -234,6 +262,6 @@ class PromptTunerPolicy(Policy):
         """Downsize only when it pays for its resize and the job has held its size long enough."""
         if now_s - job.memory.get(LAST_RESIZE, -math.inf) < self.settings.hold_s:
             return job.gpus
-        cost = cluster.transition_s(job.gpus, need, job.warm) * need
+        cost = cluster.transition_s(job.gpus, need) * need
         saved = job.gpus * remaining / job.rate(job.gpus) - need * remaining / job.rate(need)
         return need if saved > self.settings.reclaim_min_gain * cost else job.gpus

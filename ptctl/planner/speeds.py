@@ -74,14 +74,15 @@ def rate_of(entry: dict[str, Any], training: dict[str, Any], batch_scale: float 
 
 
 def record_session(home: str | Path, spec: dict[str, Any], device: str, progress: Progress,
-                   created_at: float | None) -> None:
-    """Fold one ended session's progress into the record. `created_at` (the job's submit time)
-    is given only when the job ran in this one session: its overhead is then known."""
+                   created_at: float | None) -> dict[str, Any] | None:
+    """Fold one ended session's progress into the record; the shape's entry after it (None
+    when the session measured nothing). `created_at` (the job's submit time) is given only
+    when the job ran in this one session: its overhead is then known."""
     if not progress.steps_per_s or not progress.world_size:
-        return
+        return None
     steps = progress.step - (progress.resumed_from_step or 0)
     if steps < 1:
-        return
+        return None
     t = spec["training"]
     per_step = 1.0 / progress.steps_per_s
     eval_s, save_s = progress.eval_s or 0.0, progress.checkpoint_s or 0.0
@@ -110,6 +111,7 @@ def record_session(home: str | Path, spec: dict[str, Any], device: str, progress
                     :len(entries) - MAX_ENTRIES]:
                 del entries[stale]
         atomic_write_json(path, entries)
+    return entry
 
 
 def estimate(home: str | Path, spec: dict[str, Any], device: str) -> SpeedEstimate | None:

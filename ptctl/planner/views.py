@@ -24,13 +24,12 @@ def allowed_gpu_counts(min_gpus: int, max_gpus: int, *, budget: int, gpus_per_no
 
 def job_view(job_id: str, model: str, global_batch: int, arrival_s: float, deadline_s: float, *,
              gpus: int, allowed_gpus: tuple[int, ...], remaining_iterations: float,
-             throughput: Any, remaining_sd: float = 0.0, memory: dict | None = None,
-             warm: bool = False) -> JobView:
+             throughput: Any, remaining_sd: float = 0.0, memory: dict | None = None) -> JobView:
     """A job as the policy sees it this round: running iff it holds GPUs, bounded by its allowed
     counts (from `allowed_gpu_counts`); `memory` is what the policy returned for it last round."""
     if not allowed_gpus:
         raise BadInputError(f"job {job_id}: no GPU count it may use")
     return JobView(job_id, model, global_batch, arrival_s, deadline_s,
                    "running" if gpus > 0 else "queued", gpus, min(allowed_gpus), max(allowed_gpus),
-                   allowed_gpus, remaining_iterations, throughput, remaining_sd, warm,
+                   allowed_gpus, remaining_iterations, throughput, remaining_sd,
                    dict(memory or {}))

@@ -24,6 +24,7 @@ from ptctl.jobs.registry import JobState, Registry
 from ptctl.jobs.spec import JobSpec, resolved_spec_dict
 from ptctl.planner import speeds
 from ptctl.scheduler.limits import check_spec
+from ptctl.scheduler.repeats import earlier_run
 from ptctl.scheduler.round import Tick, launch_or_record, round_lock
 from ptctl.scheduler.views import (PRIOR_STEPS_PER_S, LiveJob, fences, held_gpus, iso,
                                    job_view, load_live_jobs, plan, poll_attempts)
@@ -35,10 +36,11 @@ DUPLICATE_WINDOW_S = 600.0
 
 
 def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
-           best_effort: bool = False, dry_run: bool = False, info: Say | None = None,
-           warn: Say | None = None) -> dict[str, Any]:
+           best_effort: bool = False, dry_run: bool = False, calibrate: bool = False,
+           info: Say | None = None, warn: Say | None = None) -> dict[str, Any]:
     """Plan the job and, unless `dry_run`, register and launch it; the plan as `--json` shows
-    it. `origin` (the spec file) starts every error message."""
+    it. `origin` (the spec file) starts every error message. `calibrate`: time the job's shape
+    first (ptctl.scheduler.calibration) when the speed record lacks it."""
     now = datetime.now(timezone.utc)
     deadline = spec.deadline_at(now)
     if deadline <= now:
@@ -48,10 +50,23 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
 
     check_inputs(spec, origin, warn)
     backend_for(profile).ping()
+    if calibrate:
+        from ptctl.scheduler import calibration
+
+        if not calibration.measured(cfg, profile, spec):
+            calibration.calibrate(cfg, profile, spec, info=info)
+        elif info:
+            info(f"{origin}: this shape's speed is on record already: no calibration needed")
     choice = _initial_prompt(cfg, spec, info, warn)
     predicted = choice["predicted_steps"] if choice else spec.training.max_steps
     registry = Registry(cfg.home)
     spec_dict = resolved_spec_dict(spec, now)
+    repeat = earlier_run(registry, spec_dict, choice["prompt_id"] if choice else None)
+    if repeat is not None:
+        predicted = repeat.steps
+        if info:
+            info(f"{origin}: predicted {repeat.steps} steps, as job {repeat.job_id} of the same "
+                 "task from the same initial prompt took")
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
     earlier = registry.submitted_since(digest, DUPLICATE_WINDOW_S)
     if earlier is not None and warn:
@@ -86,6 +101,8 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
                   "predicted_finish": iso(decision.predicted_finish_s),
                   "deadline": deadline.isoformat(timespec="seconds"),
                   "predicted_steps": predicted,
+                  "predicted_steps_from": f"job {repeat.job_id}" if repeat else
+                  ("bank" if choice else "max_steps"),
                   "assumed_steps_per_s": assumed, "rate_source": speed["rate_source"],
                   "init_prompt_id": choice["prompt_id"] if choice else None,
                   "profile": profile.name, "policy": cfg.policy, "feasible": feasible}

@@ -31,10 +31,18 @@ def _rendezvous(job_env) -> str:
     return f"tcp://{host}:{port}"
 
 
-def _device(local_rank: int) -> str:
+def rank_device(local_rank: int) -> str:
     import torch
 
     return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def keep_to_slurm_cpus() -> None:
+    """One rank per GPU: each keeps to the CPUs Slurm gave its task."""
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
 
 
 class TuningTask:
@@ -50,11 +58,7 @@ class TuningTask:
         from ptctl.tuning.train import train
 
         env = submitit.JobEnvironment()
-        if os.environ.get("SLURM_CPUS_PER_TASK"):
-            import torch
-
-            # One rank per GPU: each keeps to the CPUs Slurm gave its task.
-            torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
+        keep_to_slurm_cpus()
         registry = Registry(self.home)
         slurm_id = str(env.job_id)
         rank, world = env.global_rank, env.num_tasks
@@ -76,7 +80,7 @@ class TuningTask:
             init_prompt = _initial_prompt(registry, self.job_id)
             outcome = train(spec, registry.paths(self.job_id).root, rank=rank, world_size=world,
                             init_method=_rendezvous(env) if world > 1 else None,
-                            device=_device(env.local_rank), init_prompt=init_prompt,
+                            device=rank_device(env.local_rank), init_prompt=init_prompt,
                             init_prompt_id=state.init_prompt_id,
                             stop_check=resize_pending if rank == 0 else None, display="log")
         except BaseException as exc:

@@ -14,9 +14,16 @@ merged with everything else due by then. At each round:
   3. arrivals join the queue;
   4. the policy decides for every queued or running job, and the decisions are applied.
 
+What a policy knows of a job's iterations: a bank-using policy plans a job that carries the
+Prompt Bank's prediction (`iterations_predicted`) as the live scheduler does, with
+`from_bank_prediction`'s prior (the prediction and its relative spread); any other job is planned
+on its true iterations times 1 + a Gaussian error of `estimate_rel_sd`. Either first estimate
+moves linearly to the truth as the job progresses (the live scheduler refits it on the job's
+loss curve), and its spread shrinks in proportion to the work left.
+
 Determinism: the only randomness (the noise of iteration estimates) is drawn from `seed`.
-GPU-hours count every GPU a job holds, stalls included, plus idle warm instances of policies
-that keep a warm pool.
+GPU-hours count every GPU a job holds, stalls included. There is no warm pool (the live
+scheduler keeps none): every start and resize loads the model.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ import math
 
 import numpy as np
 
+from ptctl.planner.convergence import from_bank_prediction
 from ptctl.planner.gpu_need import elasticflow_overhead_s
-from ptctl.planner.infless import histogram_keepalive_s
 from ptctl.planner.interface import JobView, Policy
 from ptctl.planner.policies import decide, get_policy
 from ptctl.planner.views import allowed_gpu_counts, job_view
@@ -42,17 +49,24 @@ class _Live:
     """Simulator-side state of one active job; `view` is what the policy saw of it last round."""
 
     __slots__ = ("job", "outcome", "curve", "total", "done", "gpus", "stall_until", "allowed",
-                 "view", "noise")
+                 "view", "first_estimate", "relative_sd")
 
     def __init__(self, job: SimJob, total: float, curve, allowed: tuple[int, ...],
-                 noise: float) -> None:
-        self.job, self.curve, self.total, self.noise = job, curve, total, noise
+                 first_estimate: float, relative_sd: float) -> None:
+        self.job, self.curve, self.total = job, curve, total
+        self.first_estimate, self.relative_sd = first_estimate, relative_sd
         self.outcome = JobOutcome(job.job_id, job.arrival_s, job.deadline_s, total)
         self.done = 0.0
         self.gpus = 0
         self.stall_until = 0.0
         self.allowed = allowed
         self.view: JobView | None = None
+
+    def estimate(self) -> tuple[float, float]:
+        """(remaining iterations, their sd) as the policy knows them now."""
+        left = 1.0 - self.done / self.total
+        total = self.total + (self.first_estimate - self.total) * left
+        return max(1.0, total - self.done), self.relative_sd * total * left
 
 
 def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> SimResult:
@@ -77,9 +91,6 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
     gpu_seconds = 0.0
     timeline: list[tuple[float, int]] = []
     reviews: list[float] = []
-    warm_until: dict[str, float] = {}
-    last_arrival: dict[str, float] = {}
-    arrival_gaps: dict[str, list[float]] = {}
     now = arrivals[0].arrival_s + lookup_s if arrivals else 0.0
     last_round = now
     rounds = 0
@@ -96,12 +107,15 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
             outcomes.append(outcome)  # can never run on this cluster: counts as unfinished
             return
         total = job.iterations_bank if policy.uses_bank else job.iterations
-        live = _Live(job, total, curve, allowed, float(noise[index]) if noise is not None else 0.0)
+        if policy.uses_bank and job.iterations_predicted is not None:
+            prior = from_bank_prediction(job.iterations_predicted)
+            first, spread = prior.total_iterations, prior.sd_iterations / prior.total_iterations
+        else:
+            error = float(noise[index]) if noise is not None else 0.0
+            first, spread = total * max(0.05, 1.0 + error), config.estimate_rel_sd
+        live = _Live(job, total, curve, allowed, first, spread)
         active[job.job_id] = live
         outcomes.append(live.outcome)
-        if job.model in last_arrival:
-            arrival_gaps.setdefault(job.model, []).append(job.arrival_s - last_arrival[job.model])
-        last_arrival[job.model] = job.arrival_s
 
     while True:
         # 1-2. progress since the last round; completions.
@@ -117,18 +131,11 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
                 live.outcome.finish_s = finish
                 live.outcome.gpu_seconds += live.gpus * (finish - last_round)
                 gpu_seconds += live.gpus * (finish - last_round)
-                warm_until[live.job.model] = finish + (histogram_keepalive_s(
-                    arrival_gaps.get(live.job.model, [])) if policy.keeps_warm else 0.0)
                 del active[live.job.job_id]
                 continue
             live.done += work
             live.outcome.gpu_seconds += live.gpus * elapsed
             gpu_seconds += live.gpus * elapsed
-        if policy.keeps_warm and elapsed > 0:
-            running_models = {lv.job.model for lv in active.values() if lv.gpus}
-            for model, until in warm_until.items():
-                if model not in running_models and until > last_round:
-                    gpu_seconds += min(until, now) - last_round
 
         # 3. arrivals.
         while next_arrival < len(arrivals) and arrivals[next_arrival].arrival_s + lookup_s <= now:
@@ -141,20 +148,15 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
         # 4. decide and apply.
         if active:
             rounds += 1
-            running_models = {lv.job.model for lv in active.values() if lv.gpus}
             views = []
             for live in active.values():
                 job = live.job
-                progress = live.done / live.total
-                estimate_total = live.total * max(0.05, 1.0 + live.noise * (1.0 - progress))
+                remaining, sd = live.estimate()
                 live.view = job_view(
                     job.job_id, job.model, job.global_batch, job.arrival_s, job.deadline_s,
                     gpus=live.gpus, allowed_gpus=live.allowed, throughput=live.curve,
-                    remaining_iterations=max(1.0, estimate_total - live.done),
-                    remaining_sd=config.estimate_rel_sd * live.total * (1.0 - progress),
-                    memory=live.view.memory if live.view else None,
-                    warm=policy.keeps_warm and (job.model in running_models
-                                                or warm_until.get(job.model, -math.inf) >= now))
+                    remaining_iterations=remaining, remaining_sd=sd,
+                    memory=live.view.memory if live.view else None)
                 views.append(live.view)
             decisions = decide(policy, now, total_gpus, views, cluster)
             restart = ef_physics and rounds % EF_RESTART_EVERY == 0
@@ -180,7 +182,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
                         overhead = elasticflow_overhead_s(new, not cached, restart, total_gpus)
                         live.stall_until = now + overhead
                     elif new != old:
-                        live.stall_until = now + cluster.transition_s(old, new, live.view.warm)
+                        live.stall_until = now + cluster.transition_s(old, new)
                 live.gpus = new
                 used += new
                 if d.review_at_s is not None and d.review_at_s > now:

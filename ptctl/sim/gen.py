@@ -1,19 +1,24 @@
 """`ptctl sim gen`: synthetic prompt-tuning traces.
 
-Jobs arrive as a Poisson process; each picks a model from a mix; its iterations to the target
-from a random initial prompt are drawn log-normally around a per-model median, and its
-iterations from a Prompt Bank prompt are that times a bank/random step ratio (log-normal around
-the median ratio of the convergence file; above 1 where the bank's start is worse). The deadline
+Jobs arrive as a Poisson process; each picks a model from a mix and its iterations to the target
+from a random initial prompt, log-normal around a per-model median. Its start from the Prompt
+Bank is resampled from what was measured (`measured_starts.json`, built by
+`benchmarks/measured_starts.py` from the held-out runs): a held-out task drawn uniformly, then
+one of that task's runs, which gives both the picked start's step ratio to a random start
+(iterations_bank = iterations x ratio, above 1 where the bank's start was slower) and the
+query's prediction error (iterations_predicted = iterations_bank x predicted/measured). So tasks
+the bank slows, and predictions that miss, appear as often as they were measured. The deadline
 is arrival + k x the job's duration at a reference GPU count, with k uniform in a range.
 
-Convergence file (`--convergence FILE`, JSON):
-    {"bank_over_random_median": 0.5, "bank_over_random_sigma": 0.3,
-     "random_iterations_median": {"gpt-base": 3000, ...}, "random_iterations_sigma": 0.5}
-Missing keys take DEFAULT_CONVERGENCE. Medians are at most 1e9 iterations and sigmas at most 5
-(beyond, exp() of the noise overflows to infinite iterations). The default ratio 0.5 is an assumption: the Prompt Bank
-benchmark (`benchmarks/bank_convergence.py report --convergence-out FILE`) writes this file from
-measured runs; the seed bank's held-out runs give a median of 0.2759 with sigma 0.6432
-(benchmarks/RESULTS.md, "Convergence on held-out tasks").
+Convergence file (`--convergence FILE`, JSON), every key optional:
+    {"random_iterations_median": {"gpt-base": 3000, ...}, "random_iterations_sigma": 0.5,
+     "bank_over_random_median": 1.0, "bank_over_random_sigma": 0.0}
+`random_iterations_*` override DEFAULT_CONVERGENCE. `bank_over_random_median` replaces the
+measured starts by one log-normal ratio (sigma `bank_over_random_sigma`, default 0): a model of
+the bank, not a measurement, so its jobs carry no bank prediction and every policy plans on the
+simulator's estimate noise alike (median 1, sigma 0 = no Prompt Bank effect: the scheduler
+alone). Medians are at most 1e9 iterations and sigmas at most 5 (beyond, exp() of the noise
+overflows to infinite iterations).
 
 Throughput of the prompt-tuning models (`PROMPT_TUNING_THROUGHPUTS`, iterations/s on A100s at
 global batch 32) is an assumption stated here, shaped by the Universal Scalability Law: small
@@ -25,13 +30,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
 from ptctl.errors import BadInputError, excerpt
 from ptctl.planner.throughput import ThroughputCurve, ThroughputTable
-from ptctl.safeload import load_json
+from ptctl.safeload import load_json, parse_json
 from ptctl.sim.traces import SimJob
 
 PROMPT_TUNING_BATCH = 32
@@ -43,11 +49,12 @@ _PT_USL = {
     "vicuna-7b": (0.8, 0.04, 0.0005),
 }
 DEFAULT_CONVERGENCE = {
-    "bank_over_random_median": 0.5,
-    "bank_over_random_sigma": 0.3,
+    "bank_over_random_median": None,  # None: the measured starts; a number: one log-normal ratio
+    "bank_over_random_sigma": 0.0,
     "random_iterations_median": {"gpt-base": 3000.0, "gpt-large": 2500.0, "vicuna-7b": 1500.0},
     "random_iterations_sigma": 0.5,
 }
+MEASURED_STARTS = "measured_starts.json"
 
 
 def prompt_tuning_throughputs() -> ThroughputTable:
@@ -84,10 +91,37 @@ def load_convergence(path: str | Path | None) -> dict:
                                 f"<= {5 if key.endswith('sigma') else 1.5}")
         else:
             settings[key] = float(value)
-    if not 0 < settings["bank_over_random_median"] <= 1.5:
-        raise BadInputError(f"{origin}: bank_over_random_median="
-                            f"{settings['bank_over_random_median']} must be in (0, 1.5]")
+    median = settings["bank_over_random_median"]
+    if median is None and "bank_over_random_sigma" in data:
+        raise BadInputError(f"{origin}: bank_over_random_sigma needs bank_over_random_median")
+    if median is not None and not 0 < median <= 1.5:
+        raise BadInputError(f"{origin}: bank_over_random_median={median} must be in (0, 1.5]")
     return settings
+
+
+def load_measured_starts() -> list[list[tuple[float, float]]]:
+    """Per held-out task, its runs as (start/random step ratio, predicted/measured steps), from
+    the package's measured_starts.json."""
+    origin = f"ptctl/sim/{MEASURED_STARTS}"
+    data = parse_json((files("ptctl.sim") / MEASURED_STARTS).read_text(), origin)
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    if not isinstance(tasks, dict) or not tasks:
+        raise BadInputError(f"{origin}: expected an object with a non-empty 'tasks'")
+    table = []
+    for task, runs in tasks.items():
+        rows = []
+        for run in runs if isinstance(runs, list) else [None]:
+            ratio, error = ((run.get("start_over_random"), run.get("predicted_over_measured"))
+                            if isinstance(run, dict) else (None, None))
+            if not (_number(ratio) and _number(error) and ratio >= 0 and error > 0
+                    and math.isfinite(ratio) and math.isfinite(error)):
+                raise BadInputError(f"{origin}: task {excerpt(task)}: each run needs "
+                                    "start_over_random >= 0 and predicted_over_measured > 0")
+            rows.append((float(ratio), float(error)))
+        if not rows:
+            raise BadInputError(f"{origin}: task {excerpt(task)} has no runs")
+        table.append(rows)
+    return table
 
 
 def _number(value) -> bool:
@@ -139,17 +173,33 @@ def generate(spec: GenSpec, convergence: dict | None = None) -> list[SimJob]:
     arrivals = np.cumsum(gaps) - gaps[0]
     models = rng.choice(len(spec.models), size=spec.jobs, p=weights / weights.sum())
     iter_noise = rng.normal(0.0, conv["random_iterations_sigma"], size=spec.jobs)
-    ratio_noise = rng.normal(0.0, conv["bank_over_random_sigma"], size=spec.jobs)
     ks = rng.uniform(spec.k_min, spec.k_max, size=spec.jobs)
+    # A stream of its own: the same seed gives the same arrivals, models, random-start
+    # iterations and deadlines whatever the bank's starts are drawn from.
+    starts = _bank_starts(np.random.default_rng((spec.seed, 1)), spec.jobs, conv)
     jobs = []
     for i in range(spec.jobs):
         model = spec.models[models[i]]
         random_iters = max(50.0, round(conv["random_iterations_median"][model] * math.exp(iter_noise[i])))
+        ratio, error = starts[i]
         # Not capped at 1: a bank prompt can also start a task worse than a random one.
-        ratio = conv["bank_over_random_median"] * math.exp(ratio_noise[i])
         bank_iters = max(10.0, round(random_iters * ratio))
+        predicted = None if error is None else max(1.0, round(bank_iters * error))
         duration = random_iters / table.curve(model, PROMPT_TUNING_BATCH).rate(spec.reference_gpus)
         arrival = round(float(arrivals[i]), 3)
         jobs.append(SimJob(f"pt-{i:05d}", arrival, round(arrival + ks[i] * duration, 3), model,
-                           PROMPT_TUNING_BATCH, random_iters, bank_iters, 1, spec.max_gpus))
+                           PROMPT_TUNING_BATCH, random_iters, bank_iters, 1, spec.max_gpus,
+                           predicted))
     return jobs
+
+
+def _bank_starts(rng: np.random.Generator, count: int,
+                 conv: dict) -> list[tuple[float, float | None]]:
+    """Per job, (bank/random step ratio, predicted/measured steps or None for no prediction)."""
+    if conv["bank_over_random_median"] is not None:
+        noise = rng.normal(0.0, conv["bank_over_random_sigma"], size=count)
+        return [(conv["bank_over_random_median"] * math.exp(x), None) for x in noise]
+    measured = load_measured_starts()
+    tasks = rng.integers(len(measured), size=count)
+    picks = rng.random(size=count)
+    return [measured[t][int(p * len(measured[t]))] for t, p in zip(tasks, picks)]

@@ -6,9 +6,10 @@ ElasticFlow CSV (either spelling of three columns):
 
 ptctl prompt-tuning CSV (written by `ptctl sim gen`):
     job_id, arrival_s, deadline_s, model, iterations, iterations_bank, global_batch,
-    min_gpus, max_gpus
+    min_gpus, max_gpus [, iterations_predicted]
   `iterations` is what the job needs from a random initial prompt, `iterations_bank` from the
-  Prompt Bank's initial prompt; times are seconds, the deadline absolute.
+  Prompt Bank's initial prompt, `iterations_predicted` what the bank's query predicted for it
+  (empty or absent: no prediction); times are seconds, the deadline absolute.
 
 Every malformed row raises BadInputError naming the file, the row (the line it starts on,
 header = line 1) and the column; the file itself is read through safeload.read_csv (size limit,
@@ -28,6 +29,7 @@ from ptctl.safeload import MAX_DATA_BYTES, read_csv, read_text
 
 PTCTL_COLUMNS = ("job_id", "arrival_s", "deadline_s", "model", "iterations", "iterations_bank",
                  "global_batch", "min_gpus", "max_gpus")
+PREDICTED_COLUMN = "iterations_predicted"
 _EF_SPELLINGS = {
     "arrival": ("submission_time", "submit_time"),
     "iterations": ("num_iteration", "iteration"),
@@ -49,6 +51,7 @@ class SimJob:
     iterations_bank: float
     min_gpus: int = 1
     max_gpus: int = 64
+    iterations_predicted: float | None = None  # the bank's prediction of iterations_bank
 
     def __post_init__(self) -> None:
         if len(self.job_id) > 80:
@@ -61,6 +64,9 @@ class SimJob:
         if not (self.iterations > 0 and 0 < self.iterations_bank):
             raise BadInputError(f"job {self.job_id}: iterations={self.iterations} and "
                                 f"iterations_bank={self.iterations_bank} must be > 0")
+        if self.iterations_predicted is not None and not self.iterations_predicted > 0:
+            raise BadInputError(f"job {self.job_id}: iterations_predicted="
+                                f"{self.iterations_predicted} must be > 0")
         if not 1 <= self.min_gpus <= self.max_gpus:
             raise BadInputError(f"job {self.job_id}: need 1 <= min_gpus ({self.min_gpus}) <= "
                                 f"max_gpus ({self.max_gpus})")
@@ -198,9 +204,13 @@ def _read_ptctl(path: Path, rows, header: list[str],
         max_gpus = row.integer("max_gpus")
         if max_gpus < min_gpus:
             raise row.fail("max_gpus", f"{max_gpus} is below min_gpus {min_gpus}")
+        predicted = None
+        if (raw.get(PREDICTED_COLUMN) or "").strip():
+            predicted = row.number(PREDICTED_COLUMN, minimum=1)
         jobs.append(SimJob(row.text("job_id"), arrival, deadline, model, batch,
                            row.number("iterations", minimum=1),
-                           row.number("iterations_bank", minimum=1), min_gpus, max_gpus))
+                           row.number("iterations_bank", minimum=1), min_gpus, max_gpus,
+                           predicted))
     return jobs
 
 
@@ -212,11 +222,12 @@ def write_ptctl_trace(path: str | Path, jobs: list[SimJob]) -> None:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(PTCTL_COLUMNS)
+    writer.writerow(PTCTL_COLUMNS + (PREDICTED_COLUMN,))
     for j in jobs:
+        predicted = "" if j.iterations_predicted is None else int(round(j.iterations_predicted))
         writer.writerow([j.job_id, f"{j.arrival_s:.3f}", f"{j.deadline_s:.3f}", j.model,
                          int(round(j.iterations)), int(round(j.iterations_bank)), j.global_batch,
-                         j.min_gpus, j.max_gpus])
+                         j.min_gpus, j.max_gpus, predicted])
     atomic_write_text(path, buf.getvalue())
 
 

@@ -1,11 +1,13 @@
 """End to end on the real local Slurm cluster: three jobs, `ptctl rebalance` run periodically.
 
 Budget 2 GPUs and deadlines no job can meet, so the live prompttuner policy runs all three
-best-effort in deadline order (B < A < C), each at its fastest count within what is left: A
-starts alone on 2 GPUs; B arrives and A shrinks to 1. When B finishes, one GPU is free: either A
-grows back to 2 (if it measured 2 ranks faster than 1) and C waits, or C starts on it; C has only
-ever been measured on 1 GPU, so its fitted curve scales and, with zero resize cost in this
-profile, it grows to 2 as soon as A finishes. Either way one job grows and one shrinks. Every job
+best-effort in deadline order (B < A < C), each at its most efficient count within what is left,
+the fastest of equals: a curve measured at one count only is linear, every count equally
+efficient. A starts alone on 2 GPUs; B arrives and A shrinks to 1. When B finishes, one GPU is
+free: either A grows back to 2 (if 2 ranks measured at least as efficient as 1) and C waits, or
+C starts on it; C has only ever been measured on 1 GPU, so its fitted curve is linear and, with
+zero resize cost in this profile, it grows to 2 as soon as A finishes. Either way one job grows
+and one shrinks. Every job
 ends (unmet: its 0.99 target is out of reach) with the prompt an uninterrupted run gives, and
 none joins the Prompt Bank, which takes only prompts that reached their target.
 """
