@@ -15,9 +15,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ptctl.errors import BadInputError, NotFoundError
+from ptctl.safeload import load_yaml
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -75,11 +74,9 @@ class Config:
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BadInputError(f"{path}: cannot read {what} ({first})") from None
+    """A config or profile file, within safeload's limits (size, depth, no aliases nor
+    duplicate keys)."""
+    data = load_yaml(path, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -139,7 +139,7 @@ def test_good_spec_dry_run_plans_without_registering(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)["plan"]
     assert plan["gpus"] == 1 and plan["feasible"] and plan["profile"] == "local"
-    assert not (tmp_path / "ptctl-home" / "jobs").exists()
+    assert not (tmp_path / "ptctl-home").exists()  # not even the round lock's file
 
 
 def test_finished_job_feeds_the_bank_once(tmp_path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,24 @@ def test_config_show_human_has_no_colour_when_piped():
 def test_usage_error_exit_2():
     result = run_cli("config", "nonsense")
     assert result.returncode == 2
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("policy: edf\npolicy: fifo\n", "line 2: duplicate key 'policy'"),
+    ("policy: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 32"),
+    ("a: &a [x, x]\npolicy: *a\n", "YAML aliases (*a) are not allowed"),
+    ("home: " + "x" * 2_000_000 + "\n", "over the 1 MiB limit"),
+])
+def test_config_and_profile_files_are_read_within_limits(tmp_path: Path, text, expected):
+    (tmp_path / "ptctl.yaml").write_text(text)
+    with pytest.raises(BadInputError, match=r"ptctl\.yaml: .*" + re.escape(expected)):
+        load_config()
+    result = run_cli("config", "show")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "ptctl.yaml" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "ptctl.yaml").unlink()
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(text.replace("policy", "partition").replace("home", "partition"))
+    with pytest.raises(BadInputError, match=r"mine\.yaml: .*" + re.escape(
+            expected.replace("policy", "partition"))):
+        load_profile(load_config(), str(profile))

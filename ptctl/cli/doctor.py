@@ -13,7 +13,7 @@ from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
 from ptctl.backends import backend_for
 from ptctl.backends.base import Backend, Check
-from ptctl.config import Config, load_profile
+from ptctl.config import Config, Profile, load_profile
 from ptctl.errors import EXIT_ERROR, PtctlError
 
 # Filesystems that every node of a cluster sees alike.
@@ -49,7 +49,8 @@ def _check_state_folder(cfg: Config, backend: Backend) -> list[Check]:
         os.unlink(probe)
     except OSError as exc:
         return [Check("state folder writable", "fail", f"{home}: {exc.strerror or exc}")]
-    checks = [Check("state folder writable", "ok", str(home))] + _check_job_records(cfg)
+    checks = [Check("state folder writable", "ok", str(home))]
+    checks += _check_job_records(cfg, backend.profile)
     fstype = filesystem_type(home)
     if not backend.multi_node or fstype in SHARED_FS_TYPES:
         checks.append(Check("state folder shared", "ok", f"{home} on {fstype}"))
@@ -60,16 +61,25 @@ def _check_state_folder(cfg: Config, backend: Backend) -> list[Check]:
     return checks
 
 
-def _check_job_records(cfg: Config) -> list[Check]:
-    """A job record that cannot be read is skipped by every command: say which, once each."""
+def _check_job_records(cfg: Config, profile: Profile) -> list[Check]:
+    """A job record that cannot be read is skipped by every command: say which, once each,
+    and which GPUs its attempts still hold (rounds keep them off the budget)."""
     from ptctl.jobs.registry import Registry
-    from ptctl.scheduler.views import load_live_jobs
+    from ptctl.scheduler.views import fences, load_live_jobs, poll_attempts
 
-    jobs = load_live_jobs(Registry(cfg.home), include_terminal=True)
+    registry = Registry(cfg.home)
+    jobs = load_live_jobs(registry, include_terminal=True)
     if not jobs.unreadable:
         return [Check("job records", "ok", f"{len(jobs)} job(s) readable")]
-    return [Check("job record", "warn", f"skipped by every command: {line}")
-            for line in jobs.unreadable]
+    checks = [Check("job record", "warn", f"skipped by every command: {line}")
+              for line in jobs.unreadable]
+    fenced = fences(registry, jobs, profile)
+    try:
+        poll_attempts([], profile, fenced)
+    except PtctlError as exc:
+        return checks + [Check("fenced GPUs", "warn", f"attempts of unreadable jobs not "
+                               f"polled: {exc}")]
+    return checks + [Check("fenced GPUs", "warn", f.line()) for f in fenced if f.gpus]
 
 
 def _check_model_and_bank(cfg: Config) -> list[Check]:

@@ -40,9 +40,11 @@ def rebalance(
     out.table(["job", "decision", "gpus", "reason"], rows, data={
         "dry_run": dry_run, "policy": cfg.policy, "profile": profile.name,
         "decisions": [d.__dict__ for d in tick.decisions], "actions": tick.actions,
-        "unreadable": tick.unreadable})
+        "unreadable": tick.unreadable, "fenced": [f.to_dict() for f in tick.fenced]})
     for line in tick.unreadable:
         out.warn(f"skipped: {line}")
+    for fence in tick.fenced:
+        out.warn(fence.line())
     if not json:
         for action in tick.actions:
             out.info(" ".join(f"{k}={v}" for k, v in action.items()))

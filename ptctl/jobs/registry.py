@@ -25,12 +25,14 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from ptctl.errors import BadInputError, CorruptFileError, NotFoundError, PtctlError
+from ptctl.errors import BadInputError, CorruptFileError, NotFoundError, PtctlError, excerpt
 from ptctl.fsutil import atomic_write_json, atomic_write_text, file_lock, fsync_dir, utcnow
 from ptctl.jobs.fieldtypes import check_type
 from ptctl.jobs.lifecycle import TERMINAL, Phase
 from ptctl.jobs.paths import JobPaths
 from ptctl.jobs.progress import Progress, read_progress
+from ptctl.jobs.spec import JobSpec, SpecFieldError, TaskSpec, Target, build_fields
+from ptctl.safeload import MAX_SPEC_BYTES, read_text
 
 # libyaml's C loader where PyYAML has it: a rebalance round parses every live job's spec.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -129,10 +131,61 @@ def _typed(cls: type, data: Any, where: str) -> dict[str, Any]:
     return dict(data)
 
 
+# What commands and rounds index in a stored spec with no default to fall back on.
+_STORED_REQUIRED = (("model",), ("deadline",), ("target",), ("task", "max_length"),
+                    ("prompt", "init"), ("prompt", "virtual_tokens"), ("training", "max_steps"),
+                    ("training", "global_batch_size"), ("training", "micro_batch_size"),
+                    ("training", "eval_every"), ("training", "checkpoint_every"),
+                    ("gpus", "min"), ("gpus", "max"))
+# Sections whose own checks read no file: rebuilt whole (ranges and unknown keys included).
+_STORED_SECTIONS = ("prompt", "training", "gpus", "slurm")
+
+
+def check_stored_spec(spec: Any) -> None:
+    """A registered job's spec as submit stored it: the fields commands index are there, every
+    field has its type, the sections their ranges, the deadline is a time and the target a
+    target. Files it names are not looked at: a data file moved since submit fails the job's
+    attempt, it does not make the record unreadable. BadInputError names the field."""
+    if not isinstance(spec, dict):
+        raise BadInputError(f"got {excerpt(spec)}, expected a mapping of job fields")
+    for keys in _STORED_REQUIRED:
+        node: Any = spec
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                where = ".".join(keys[:depth]) or "spec"
+                raise BadInputError(f"{'.'.join(keys)}: missing" if isinstance(node, dict) else
+                                    f"{where}: got {excerpt(node)}, expected a mapping")
+            node = node[key]
+    hints = _hints(JobSpec)
+    for name in _STORED_SECTIONS:
+        build_fields(hints[name], spec.get(name) or {}, name)
+    for name, hint in _hints(TaskSpec).items():
+        if name in spec["task"]:
+            check_type(spec["task"][name], hint, f"task.{name}")
+    for name in ("name", "model", "deadline"):
+        if name in spec:
+            check_type(spec[name], str, name)
+    try:
+        Target.parse(spec["target"])
+    except SpecFieldError as exc:
+        raise BadInputError(str(exc)) from None
+    if len(spec["target"].split()) != 3:  # as str(Target) writes it: rounds split it so
+        raise BadInputError(f"target: got {excerpt(spec['target'])}, expected 'metric op value'")
+    try:
+        if len(spec["deadline"]) > 64:
+            raise ValueError("longer than an ISO-8601 time")
+        datetime.fromisoformat(spec["deadline"])
+    except ValueError as exc:
+        raise BadInputError(f"deadline: got {excerpt(spec['deadline'])}, expected an ISO-8601 "
+                            f"time ({exc})") from None
+
+
 @dataclass
 class Scan:
     states: list[JobState] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # one line each, naming the file
+    # Jobs among them: a folder with a state.json that does not read (not a stray entry).
+    unreadable_jobs: list[str] = field(default_factory=list)
 
 
 class Registry:
@@ -188,6 +241,8 @@ class Registry:
                 found.states.append(self._load_entry(name))
             except PtctlError as exc:
                 found.unreadable.append(str(exc))
+                if self.exists(name):
+                    found.unreadable_jobs.append(name)
         return found
 
     def _stray_files(self) -> list[str]:
@@ -224,15 +279,15 @@ class Registry:
             raise CorruptFileError(f"{path}: cannot read ({exc.strerror})") from None
 
     def load_spec(self, job_id: str) -> dict[str, Any]:
+        """The job's stored spec, checked (`check_stored_spec`): every command and round reads
+        it through here, so a damaged one is one error naming the file, never a traceback."""
         path = self._require(job_id).spec
+        text = read_text(path, str(path), MAX_SPEC_BYTES, CorruptFileError)
         try:
-            spec = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            spec = yaml.load(text, Loader=_YAML_LOADER)
+            check_stored_spec(spec)
+        except (yaml.YAMLError, BadInputError) as exc:
             raise CorruptFileError(f"{path}: corrupt job spec ({exc})") from None
-        except OSError as exc:
-            raise CorruptFileError(f"{path}: cannot read ({exc.strerror})") from None
-        if not isinstance(spec, dict):
-            raise CorruptFileError(f"{path}: corrupt job spec (not a mapping)")
         return spec
 
     def all(self) -> Iterator[JobState]:

@@ -353,7 +353,8 @@ def model_reference_ok(model: str) -> bool:
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
+def build_fields(cls: type, data: Any, path: str) -> Any:
+    """`data` validated into the dataclass `cls`; errors name the field under `path`."""
     prefix = f"{path}." if path else ""
     if not isinstance(data, dict):
         raise BadInputError(f"{path or 'spec'}: got {excerpt(data)}, expected a mapping")
@@ -377,7 +378,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
             except SpecFieldError as exc:
                 raise BadInputError(f"{prefix}{key}: {exc.detail}") from None
         elif dataclasses.is_dataclass(annotation):
-            kwargs[key] = _build(annotation, value if value is not None else {}, f"{prefix}{key}")
+            kwargs[key] = build_fields(annotation, value if value is not None else {},
+                                       f"{prefix}{key}")
         else:
             kwargs[key] = check_type(value, annotation, f"{prefix}{key}")
     try:
@@ -410,7 +412,7 @@ def spec_from_dict(data: Any, origin: str = "spec", base: Path | None = None) ->
                             f"{type(data).__name__}")
     data = _resolve_paths(dict(data), base or Path.cwd())
     try:
-        return _build(JobSpec, data, "")
+        return build_fields(JobSpec, data, "")
     except BadInputError as exc:
         raise BadInputError(f"{origin}: {exc}") from None
 

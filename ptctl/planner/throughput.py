@@ -13,12 +13,12 @@ ElasticFlow-style simulations stay on the table's columns.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ptctl.errors import BadInputError
+from ptctl.errors import BadInputError, excerpt
+from ptctl.safeload import read_csv
 
 
 @dataclass
@@ -125,26 +125,54 @@ class ThroughputTable:
         return table
 
 
+# Bounds of a table's GPU-count columns (ElasticFlow's go to 64) and global batch sizes.
+MAX_TABLE_GPUS = 65536
+MAX_TABLE_BATCH = 10**6
+
+
 def read_elasticflow_throughputs(path: str | Path) -> list[ThroughputCurve]:
-    """One file of ElasticFlow's format: rows per global batch, a column per GPU count."""
+    """One file of ElasticFlow's format: rows per global batch, a column per GPU count. Read
+    through safeload.read_csv (size, UTF-8, unclosed quotes); every error names file and line."""
     path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or header[0].strip() != "global_batch_size":
-            raise BadInputError(f"{path}: first column must be 'global_batch_size'")
-        try:
-            counts = [int(h) for h in header[1:]]
-        except ValueError:
-            raise BadInputError(f"{path}: GPU-count columns must be integers, got {header[1:]}") from None
-        curves = []
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            try:
-                batch = int(row[0])
-                rates = {g: float(v) for g, v in zip(counts, row[1:]) if v.strip() and float(v) > 0}
-            except ValueError:
-                raise BadInputError(f"{path}: row {line}: not a number in {row}") from None
-            curves.append(ThroughputCurve(path.stem, batch, rates))
+    header, rows = read_csv(path, str(path))
+    if not header or header[0] != "global_batch_size":
+        raise BadInputError(f"{path}: first column must be 'global_batch_size'")
+    counts: list[int] = []
+    for column in header[1:]:
+        count = _whole(column, MAX_TABLE_GPUS)
+        if count is None:
+            raise BadInputError(f"{path}: column {excerpt(column)}: expected a GPU count, "
+                                f"1..{MAX_TABLE_GPUS}")
+        if count in counts:
+            raise BadInputError(f"{path}: column {column}: a GPU count given twice")
+        counts.append(count)
+    curves = []
+    for line, row in rows:
+        cells = [(row[h] or "").strip() for h in header]
+        batch = _whole(cells[0], MAX_TABLE_BATCH)
+        if batch is None:
+            raise BadInputError(f"{path}:line {line}: global_batch_size: got "
+                                f"{excerpt(cells[0])}, expected an integer 1..{MAX_TABLE_BATCH}")
+        curves.append(ThroughputCurve(path.stem, batch, {
+            g: rate for g, cell in zip(counts, cells[1:])
+            if (rate := _rate(cell, f"{path}:line {line}: column {g}")) > 0}))
     return curves
+
+
+def _whole(text: str, most: int) -> int | None:
+    """`text` as an integer in 1..`most`; None when it is not one."""
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(most))):
+        return None
+    return int(text) if 1 <= int(text) <= most else None
+
+
+def _rate(cell: str, where: str) -> float:
+    """Iterations/s in one cell; an empty cell or 0 means the batch cannot run there."""
+    try:
+        rate = float(cell) if cell else 0.0
+    except ValueError:
+        rate = math.nan
+    if not (math.isfinite(rate) and rate >= 0):
+        raise BadInputError(f"{where}: got {excerpt(cell)}, expected iterations/s (a number "
+                            ">= 0; empty or 0 where the batch cannot run)")
+    return rate

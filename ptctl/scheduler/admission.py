@@ -26,8 +26,8 @@ from ptctl.planner import speeds
 from ptctl.scheduler.limits import check_spec
 from ptctl.scheduler.repeats import earlier_run
 from ptctl.scheduler.round import Tick, launch_or_record, round_lock
-from ptctl.scheduler.views import (PRIOR_STEPS_PER_S, LiveJob, held_gpus, iso, job_view,
-                                   load_live_jobs, plan, poll_attempts)
+from ptctl.scheduler.views import (PRIOR_STEPS_PER_S, LiveJob, fences, held_gpus, iso,
+                                   job_view, load_live_jobs, plan, poll_attempts)
 
 Say = Callable[[str], None]
 # A second submit of the same spec content within this long is warned about (a retyped
@@ -48,7 +48,7 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
     check_spec(origin, spec.to_dict(), profile, warn)
     from ptctl.tuning.checks import check_inputs  # transformers loads only here
 
-    check_inputs(spec, origin)
+    check_inputs(spec, origin, warn)
     backend_for(profile).ping()
     if calibrate:
         from ptctl.scheduler import calibration
@@ -75,18 +75,24 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
     if earlier is not None and warn:
         warn(f"{origin}: the same spec was submitted as job {earlier.job_id} at "
              f"{earlier.created_at}; submitting it again")
-    with round_lock(registry):
+    # A dry run writes nothing, not even the lock's file: it waits for a round under way only
+    # where one has run before.
+    with round_lock(registry, create=not dry_run):
         jobs = load_live_jobs(registry)
         for line in jobs.unreadable if warn else ():
             warn(f"skipped: {line}")
-        poll_attempts(jobs, profile)
+        fenced = fences(registry, jobs, profile)
+        poll_attempts(jobs, profile, fenced)
+        for line in [f.line() for f in fenced if f.gpus] if warn else ():
+            warn(line)
         speed = prior_speed(cfg.home, spec_dict, profile)
         estimates = {**prediction, **speed}
         draft = LiveJob(JobState(job_id="new-job-0000", name=spec.name, created_at=now.isoformat(),
                                  estimates=estimates), spec_dict, None)
         view = job_view(draft, profile)  # not None: check_spec found a count that fits
         view = with_overhead(view, speed.get("overhead_s"), profile)
-        decision = plan(jobs, profile, cfg.policy, now.timestamp(), extra=[view])[-1]
+        decision = plan(jobs, profile, cfg.policy, now.timestamp(), extra=[view],
+                        fenced=fenced)[-1]
         feasible = decision.action not in ("infeasible", "decline")
         calibrated = speed["rate_source"] != "uncalibrated"
         assumed = view.throughput.rate(decision.gpus or min(view.allowed_gpus))
@@ -121,7 +127,8 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
             # the overhead the speed record measures).
             estimates=estimates | {"planned_gpus": decision.gpus,
                                    "submitted_at": now.timestamp()})
-        free = profile.gpu_budget - sum(held_gpus(j) for j in jobs)
+        free = (profile.gpu_budget - sum(held_gpus(j) for j in jobs)
+                - sum(f.gpus for f in fenced))
         gpus = max((g for g in view.allowed_gpus if g <= min(decision.gpus, free)), default=0)
         if gpus > 0:
             tick = Tick(now=now.timestamp())

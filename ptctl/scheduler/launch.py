@@ -33,11 +33,16 @@ def purpose(state: JobState) -> str:
     return "retry" if last is not None and last.state not in ("STOPPED", "COMPLETED") else "start"
 
 
-def launch(registry: Registry, job_id: str, gpus: int, profile: Profile) -> SlurmAttempt:
-    """Submit the next attempt of `job_id` with `gpus` GPUs and record it in the registry.
-    The spec's `slurm:` overrides apply to every attempt, not only the first."""
+def attempt_profile(registry: Registry, job_id: str, profile: Profile) -> Profile:
+    """The profile every attempt of the job runs under, not only the first: `profile` with
+    the spec's `slurm:` overrides."""
     overrides = registry.load_spec(job_id).get("slurm") or {}
-    profile = profile.with_overrides({k: v for k, v in overrides.items() if v is not None})
+    return profile.with_overrides({k: v for k, v in overrides.items() if v is not None})
+
+
+def launch(registry: Registry, job_id: str, gpus: int, profile: Profile) -> SlurmAttempt:
+    """Submit the next attempt of `job_id` with `gpus` GPUs and record it in the registry."""
+    profile = attempt_profile(registry, job_id, profile)
     backend = backend_for(profile)
     state = registry.load(job_id)
     name = attempt_name(job_id, len(state.attempts))

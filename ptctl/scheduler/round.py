@@ -26,8 +26,8 @@ from ptctl.jobs.lifecycle import Phase, move
 from ptctl.jobs.registry import JobState, Registry
 from ptctl.planner.interface import Decision
 from ptctl.scheduler.launch import launch
-from ptctl.scheduler.views import (ENDED_ATTEMPT_STATES, HOLDING, LiveJob, load_live_jobs, plan,
-                                   poll_attempts)
+from ptctl.scheduler.views import (ENDED_ATTEMPT_STATES, HOLDING, Fence, LiveJob, fences,
+                                   load_live_jobs, plan, poll_attempts)
 
 
 @dataclass
@@ -38,18 +38,20 @@ class Tick:
     actions: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # job records skipped, one line each
+    fenced: list[Fence] = field(default_factory=list)  # GPUs unreadable jobs may hold
 
     def act(self, job_id: str, action: str, **detail: Any) -> None:
         self.actions.append({"job": job_id, "action": action, **detail})
 
 
 @contextlib.contextmanager
-def round_lock(registry: Registry, *, wait: bool = True) -> Iterator[bool]:
-    """The lock of rounds and launches; yields False when `wait` is off and it is taken."""
+def round_lock(registry: Registry, *, wait: bool = True, create: bool = True) -> Iterator[bool]:
+    """The lock of rounds and launches; yields False when `wait` is off and it is taken. With
+    `create` off (readers) a missing lock file is not made and no lock is taken."""
     path = registry.home / "rebalance.lock"
     if wait:
-        with file_lock(path):
-            yield True
+        with file_lock(path, create=create) as locked:
+            yield locked
     else:
         with try_file_lock(path) as locked:
             yield locked
@@ -321,7 +323,9 @@ def rebalance_once(registry: Registry, profile: Profile, policy: str, *, dry_run
         tick = Tick(now=time.time())
         jobs = load_live_jobs(registry, include_terminal=bank_dir is not None)
         tick.unreadable = jobs.unreadable
-        poll_attempts(jobs, profile)
+        fenced = fences(registry, jobs, profile)
+        poll_attempts(jobs, profile, fenced)
+        tick.fenced = [f for f in fenced if f.gpus]
         if not dry_run:
             for job in jobs:
                 reconcile(registry, job, profile, tick)
@@ -329,7 +333,7 @@ def rebalance_once(registry: Registry, profile: Profile, policy: str, *, dry_run
             if bank_dir is not None:
                 bank_finished(registry, jobs, bank_dir, tick)
         jobs = [j for j in jobs if not j.state.is_terminal]
-        tick.decisions = plan(jobs, profile, policy, tick.now)
+        tick.decisions = plan(jobs, profile, policy, tick.now, fenced=tick.fenced)
         if dry_run:
             return tick
         carry_out(registry, {j.job_id: j for j in jobs}, tick.decisions, profile, tick)

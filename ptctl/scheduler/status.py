@@ -10,8 +10,8 @@ from typing import Any
 from ptctl.config import Config, load_profile
 from ptctl.jobs.lifecycle import Phase
 from ptctl.jobs.registry import JobState, Registry
-from ptctl.scheduler.views import (LiveJob, LiveJobs, epoch, iso, load_job, load_live_jobs, poll_attempts,
-                                   remaining_steps)
+from ptctl.scheduler.views import (LiveJob, LiveJobs, epoch, iso, load_job, load_live_jobs,
+                                   poll_attempts, remaining_steps)
 
 
 def status_rows(cfg: Config, job_ids: list[str] | None,
@@ -20,7 +20,7 @@ def status_rows(cfg: Config, job_ids: list[str] | None,
     job record that could not be read (skipped)."""
     registry = Registry(cfg.home)
     if job_ids:
-        jobs = LiveJobs([])
+        jobs = LiveJobs([], {})
         jobs += [load_job(registry, job_id) for job_id in job_ids]
     else:
         jobs = load_live_jobs(registry, include_terminal=include_terminal)

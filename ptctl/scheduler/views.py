@@ -8,14 +8,15 @@ backend.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from ptctl.backends import backend_for
 from ptctl.backends.base import AttemptStatus
 from ptctl.config import Profile
-from ptctl.errors import CorruptFileError, PtctlError, excerpt
+from ptctl.errors import PtctlError
 from ptctl.jobs.lifecycle import Phase
 from ptctl.jobs.progress import Progress
 from ptctl.jobs.registry import JobState, Registry
@@ -93,52 +94,31 @@ def load_job(registry: Registry, job_id: str) -> LiveJob:
 
 
 class LiveJobs(list):
-    """The jobs read, and `unreadable`: one line per record skipped, naming its file."""
+    """The jobs read; `unreadable`: one line per record skipped, naming its file; `skipped`:
+    the jobs among them (id -> their state where that reads) whose attempts may hold GPUs."""
 
-    def __init__(self, unreadable: list[str]) -> None:
+    def __init__(self, unreadable: list[str], skipped: dict[str, JobState | None]) -> None:
         super().__init__()
         self.unreadable = unreadable
-
-
-# spec fields every command and round reads: key path -> type
-_SPEC_FIELDS = {("model",): str, ("deadline",): str, ("target",): str, ("prompt",): dict,
-                ("training", "max_steps"): int, ("training", "global_batch_size"): int,
-                ("training", "micro_batch_size"): int, ("gpus", "min"): int,
-                ("gpus", "max"): int}
-
-
-def _check_spec(spec: dict[str, Any], registry: Registry, job_id: str) -> None:
-    for keys, kind in _SPEC_FIELDS.items():
-        node: Any = spec
-        for key in keys:
-            node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, kind) or isinstance(node, bool):
-            raise CorruptFileError(f"{registry.paths(job_id).spec}: corrupt job spec (field "
-                                   f"{'.'.join(keys)} is {excerpt(node)})")
-    try:
-        epoch(spec["deadline"])
-    except ValueError as exc:
-        raise CorruptFileError(f"{registry.paths(job_id).spec}: corrupt job spec ({exc})"
-                               ) from None
-    if len(spec["target"].split()) != 3:
-        raise CorruptFileError(f"{registry.paths(job_id).spec}: corrupt job spec (target "
-                               f"{excerpt(spec['target'])})")
+        self.skipped = skipped
 
 
 def load_live_jobs(registry: Registry, include_terminal: bool = False) -> LiveJobs:
     """The jobs of the registry (live ones only, unless `include_terminal`). A job whose state
-    or spec cannot be read is skipped; one whose progress record cannot be read is kept with
-    none (skipping it would let a round hand its GPUs to others). Either is reported."""
+    or spec cannot be read is skipped (its attempts are fenced: `fences`); one whose progress
+    record cannot be read is kept with none (skipping it would let a round hand its GPUs to
+    others). Either is reported."""
     scan = registry.scan()
-    jobs = LiveJobs(scan.unreadable)
+    jobs = LiveJobs(scan.unreadable, dict.fromkeys(scan.unreadable_jobs))
     for state in scan.states:
         if state.is_terminal and not include_terminal:
             continue
         try:
             spec = registry.load_spec(state.job_id)
-            _check_spec(spec, registry, state.job_id)
         except PtctlError as exc:
             jobs.unreadable.append(str(exc))
+            if not state.is_terminal:
+                jobs.skipped[state.job_id] = state
             continue
         try:
             progress = registry.read_progress(state.job_id)
@@ -149,15 +129,79 @@ def load_live_jobs(registry: Registry, include_terminal: bool = False) -> LiveJo
     return jobs
 
 
-def poll_attempts(jobs: list[LiveJob], profile: Profile) -> None:
-    """Fill in each job's current attempt state: ONE backend query for all of them."""
+@dataclass
+class Fence:
+    """GPUs a job whose record does not read may hold. An unreadable record is no proof that
+    the job's attempts ended: each one the backend still reports pending or running stays off
+    the budget, at the GPUs the backend reports for it (Slurm), else the count the job's state
+    recorded, else the most its spec allows, else the whole budget."""
+
+    job_id: str
+    candidates: dict[str, int]  # attempt id -> GPUs to count it at if it is alive
+    attempts: list[str] = field(default_factory=list)  # the live ones, once polled
+    gpus: int = 0
+
+    def settle(self, polled: dict[str, AttemptStatus]) -> None:
+        alive = {a: s for a, s in polled.items() if a in self.candidates and not s.finished}
+        self.attempts = sorted(alive)
+        self.gpus = sum(status.gpus or self.candidates[a] for a, status in alive.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": self.job_id, "attempts": self.attempts, "gpus": self.gpus}
+
+    def line(self) -> str:
+        return (f"job {self.job_id}: its record does not read and attempt(s) "
+                f"{', '.join(self.attempts)} may still run: {self.gpus} GPU(s) kept off the "
+                "budget while they do")
+
+
+# submitit's log folder of an attempt is named by its id: a Slurm job id or a local pid.
+_ATTEMPT_FOLDER_RE = re.compile(r"^[0-9]{1,12}$")
+
+
+def fences(registry: Registry, jobs: LiveJobs, profile: Profile) -> list[Fence]:
+    """A fence for each skipped job that has attempts the backend may still run: those its
+    state lists as not ended, or, when its state does not read, every attempt log folder
+    (submitit makes one per attempt as it submits it). Settled by `poll_attempts`."""
+    found = []
+    for job_id, state in jobs.skipped.items():
+        if state is not None:
+            candidates = {a.slurm_job_id: a.gpus for a in state.attempts
+                          if a.state not in FINAL_ATTEMPT_STATES}
+        else:
+            try:
+                names = [p.name for p in registry.paths(job_id).logs.iterdir()]
+            except OSError:  # no logs/: never launched
+                names = []
+            most = _most_gpus(registry, job_id, profile)
+            candidates = {n: most for n in names if _ATTEMPT_FOLDER_RE.match(n)}
+        if candidates:
+            found.append(Fence(job_id, candidates))
+    return found
+
+
+def _most_gpus(registry: Registry, job_id: str, profile: Profile) -> int:
+    try:
+        allowed = allowed_gpus(registry.load_spec(job_id), profile)
+    except PtctlError:
+        allowed = ()
+    return max(allowed, default=profile.gpu_budget)
+
+
+def poll_attempts(jobs: list[LiveJob], profile: Profile, fenced: Sequence[Fence] = ()) -> None:
+    """Fill in each job's current attempt state, and settle each fence: ONE backend query for
+    all of them."""
     current = [j for j in jobs if j.state.current_attempt is not None
                and j.state.current_attempt.state not in FINAL_ATTEMPT_STATES]
-    if not current:
+    extra = [a for fence in fenced for a in fence.candidates]
+    if not current and not extra:
         return
-    states = backend_for(profile).poll([j.state.current_attempt.slurm_job_id for j in current])
+    states = backend_for(profile).poll(
+        [j.state.current_attempt.slurm_job_id for j in current] + extra)
     for job in current:
         job.polled = states.get(job.state.current_attempt.slurm_job_id)
+    for fence in fenced:
+        fence.settle(states)
 
 
 # --- estimates --------------------------------------------------------------------------------
@@ -244,16 +288,16 @@ def held_gpus(job: LiveJob) -> int:
 
 
 def plan(jobs: list[LiveJob], profile: Profile, policy: str, now: float,
-         extra: Sequence[JobView] = ()) -> list[Decision]:
+         extra: Sequence[JobView] = (), fenced: Sequence[Fence] = ()) -> list[Decision]:
     """The policy's decisions for the jobs it may move (plus `extra`, e.g. a job being
-    submitted). GPUs held by frozen jobs (mid-resize, held, pinned) are taken off the budget
-    first."""
+    submitted). GPUs held by frozen jobs (mid-resize, held, pinned) and fenced by unreadable
+    ones are taken off the budget first."""
     views = [view for job in jobs if not job.frozen
              if (view := job_view(job, profile)) is not None]
     views += list(extra)
     if not views:
         return []
-    held = sum(held_gpus(job) for job in jobs if job.frozen)
+    held = sum(held_gpus(job) for job in jobs if job.frozen) + sum(f.gpus for f in fenced)
     return decide(live_policy(policy, profile), now, max(0, profile.gpu_budget - held), views,
                   cluster_model(profile))
 

