@@ -75,5 +75,7 @@ def test_every_json_time_is_iso8601_with_an_offset(tmp_path: Path):
     assert check_times(["resize", queued, "--gpus", "1", "--pin"], timed=False)["pinned_gpus"] == 1
     check_times(["hold", queued])
     check_times(["cancel", queued])
+    resumed = check_times(["resume", queued])
+    assert resumed["launched_gpus"] == 0  # held: it waits in the queue for `ptctl release`
     listing = check_times(["ls"])
     assert sorted(j["job_id"] for j in listing) == sorted([done, queued])

@@ -16,6 +16,7 @@ from ptctl.cli.output import JsonOpt, Output, QuietOpt, fmt_margin
 from ptctl.config import Config, load_profile
 from ptctl.errors import (EXIT_ERROR, EXIT_OK, EXIT_TARGET_NOT_REACHED, BadInputError,
                           NotFoundError)
+from ptctl.jobs.lifecycle import Phase
 from ptctl.jobs.progress import Progress
 from ptctl.jobs.registry import JobState, Registry
 from ptctl.jobs.spec import JobSpec, SlurmOverrides, SpecFieldError, load_spec, slurm_minutes
@@ -261,7 +262,8 @@ def result(job_id: Annotated[str, typer.Argument(help="An ended job with a resul
     folder = registry.paths(job_id).result
     meta_path = folder / "ptctl_meta.json"
     if not meta_path.is_file():
-        raise NotFoundError(f"job {job_id} is {state.phase}: no result yet ({meta_path})")
+        raise NotFoundError(f"job {job_id} is {state.phase}: no result yet ({meta_path})"
+                            + _resume_hint(registry, state))
     from ptctl.scheduler.status import deadline_margin_s, outcome_words
 
     meta = jsonlib.loads(meta_path.read_text())
@@ -286,6 +288,43 @@ def result(job_id: Annotated[str, typer.Argument(help="An ended job with a resul
     out.table(["field", "value"], rows, data=data)
 
 
+def _resume_hint(registry: Registry, state: JobState) -> str:
+    """For a cancelled or failed job: the checkpoint it keeps and how to continue from it."""
+    if state.phase not in (Phase.CANCELLED, Phase.FAILED):
+        return ""
+    from ptctl.tuning.checkpoint import latest_checkpoint
+
+    kept = latest_checkpoint(registry.paths(state.job_id).checkpoints)
+    where = f"its checkpoint {kept} is kept" if kept else "it has no checkpoint (it starts over)"
+    return f"; {where}: ptctl resume {state.job_id}"
+
+
+def resume(job_id: Annotated[str, typer.Argument(help="A cancelled or failed job.")],
+           best_effort: Annotated[bool, typer.Option("--best-effort", help="Run even if the "
+                                                     "deadline cannot be met (or has "
+                                                     "passed).")] = False,
+           deadline: Annotated[str, typer.Option("--deadline", help="A new deadline: an "
+                                                 "ISO-8601 time or a duration from now "
+                                                 "(90m, 2h).")] = None,
+           json: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Relaunch a cancelled job (or one failed by faults) from its kept checkpoint, planned
+    against its deadline as a submit is."""
+    from ptctl.scheduler import admission, control
+
+    out = Output(json_mode=json, quiet=quiet)
+    cfg = common.config()
+    registry = _registry(cfg)
+    prof = control.job_profile(cfg, registry.load(job_id))
+    plan = admission.resume(cfg, prof, job_id, best_effort=best_effort, deadline=deadline,
+                            warn=out.warn)
+    gpus = plan["launched_gpus"]
+    started = (backend_for(prof).launched(plan["slurm_job_id"], gpus) if gpus
+               else "queued (rebalance starts it when GPUs free)")
+    out.emit(plan, human=f"{job_id}: resumes from step {plan['from_step']}, {started}; "
+                         f"deadline {plan['deadline']}, predicted finish "
+                         f"{plan['predicted_finish']}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
     app.command("cancel")(cancel)
@@ -294,3 +333,4 @@ def register(app: typer.Typer) -> None:
     app.command("release")(release)
     app.command("logs")(logs)
     app.command("result")(result)
+    app.command("resume")(resume)

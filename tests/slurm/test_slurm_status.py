@@ -1,6 +1,6 @@
 """`ptctl status` as a Slurm user reads it, on the real local cluster: the Slurm job, partition,
 state with squeue's pending reason; the registry alone (exit 75) while slurmctld is down; and an
-owner's `scancel` that ends the job cancelled.
+owner's `scancel` that ends the job cancelled, undone by `ptctl resume`.
 
 The job waits in Slurm's queue (`--begin=now+1hour`): it never trains, so the test is quick and
 every state it checks is one that holds still."""
@@ -71,5 +71,16 @@ def test_status_reads_like_squeue_survives_an_outage_and_sees_an_owner_scancel(t
         assert cancelled["phase"] == "cancelled" and len(cancelled["attempts"]) == 1
         assert cancelled["attempts"][0]["state"] == "CANCELLED"
         assert "scancel by the job's owner (uid" in cancelled["attempts"][0]["reason"]
+
+        resumed = run_cli("resume", job_id, "--json", env=SLURM)
+        assert resumed.returncode == 0, resumed.stderr
+        new_id = json.loads(resumed.stdout)["slurm_job_id"]
+        assert new_id != slurm_id
+        assert _squeue(new_id, "%j|%k") == f"{job_id}.a1|ptctl:{job_id}:resume"
+        assert json.loads(_status(job_id, "--json").stdout)[0]["phase"] == "pending"
     finally:
         run_cli("cancel", job_id, env=SLURM)
+    # ptctl's own scancel was recorded before it was sent: a round leaves the job as it is.
+    assert run_cli("rebalance", "--quiet", env=SLURM).returncode == 0
+    after = json.loads(_status(job_id, "--json").stdout)[0]
+    assert after["phase"] == "cancelled" and len(after["attempts"]) == 2
