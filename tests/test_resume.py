@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from helpers import LOCAL, run_cli, steps_for_seconds, tiny_spec
-from ptctl.jobs.registry import Registry
+from ptctl.jobs.registry import Registry, SlurmAttempt
 from ptctl.jobs.spec import load_spec, resolved_spec_dict
 
 TRAINING = {"global_batch_size": 4, "micro_batch_size": 2, "learning_rate": 0.3,
@@ -113,3 +113,19 @@ def test_what_cannot_be_resumed_says_why(tmp_path: Path):
     assert _status(past)["phase"] == "queued"
     assert Registry(tmp_path / "ptctl-home").load_spec(past)["deadline"] == \
         new_deadline.isoformat()
+
+
+def test_a_job_failed_by_crashes_resumes_one_failed_on_bad_input_does_not(tmp_path: Path):
+    crashed = SlurmAttempt("4242", 1, "2026-12-05T07:00:00.000+00:00", state="FAILED",
+                           reason="RuntimeError: out of memory")
+    failed = _registered(tmp_path, phase="failed", failures=3, attempts=[crashed], held=True)
+    resumed = run_cli("resume", failed, "--json", env=LOCAL)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["checkpoint"] is None  # none kept: it starts over
+    state = Registry(tmp_path / "ptctl-home").load(failed)
+    assert state.phase == "queued" and state.failures == 0 and state.ended_at is None
+    bad = SlurmAttempt("4243", 1, "2026-12-05T07:00:00.000+00:00", state="FAILED",
+                       reason="data.jsonl:3: not valid JSON", fatal=True)
+    fatal = _registered(tmp_path, phase="failed", failures=1, attempts=[bad])
+    refused = run_cli("resume", fatal, env=LOCAL)
+    assert refused.returncode == 1 and "failed on bad input" in refused.stderr
