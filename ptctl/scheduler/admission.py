@@ -1,5 +1,5 @@
-"""What `ptctl submit` asks: can this job meet its deadline next to the live ones, and with
-how many GPUs does it start.
+"""What `ptctl submit` (and `ptctl resume`) asks: can this job meet its deadline next to the
+live ones, and with how many GPUs does it start.
 
 The new job is planned together with the live jobs by the same policy call a round makes, and
 it starts at once on the GPUs that are free now, counted by the rule the rounds use.
@@ -146,7 +146,7 @@ def resume(cfg: Config, profile: Profile, job_id: str, *, best_effort: bool = Fa
             raise PtctlError(f"job {job_id} is {state.phase}: only a cancelled or failed job "
                              "can be resumed")
         last = state.current_attempt
-        if state.phase == Phase.FAILED and (last is None or last.fatal):
+        if state.phase == Phase.FAILED and last is not None and last.fatal:
             raise PtctlError(f"job {job_id} failed on bad input: a resume would fail the same "
                              "way; fix the spec or data and submit it again")
         spec = registry.load_spec(job_id)
