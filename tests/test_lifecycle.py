@@ -22,11 +22,15 @@ def test_every_pair_is_allowed_or_raises(start, to):
         assert state.phase == start
 
 
-def test_ended_jobs_never_move_and_live_ones_can_always_be_cancelled():
+def test_ended_jobs_move_only_back_to_the_queue_and_live_ones_can_always_be_cancelled():
+    """`ptctl resume` takes a cancelled or failed job back to the queue; a job with a result
+    never moves again."""
     assert set(TRANSITIONS) == set(Phase)
     for phase in Phase:
-        assert (not TRANSITIONS[phase]) == (phase in TERMINAL)
         assert phase in TERMINAL or Phase.CANCELLED in TRANSITIONS[phase]
+    assert {p: TRANSITIONS[p] for p in TERMINAL} == {
+        Phase.FINISHED: frozenset(), Phase.UNMET: frozenset(),
+        Phase.FAILED: {Phase.QUEUED}, Phase.CANCELLED: {Phase.QUEUED}}
 
 
 def test_a_job_short_of_its_target_ends_apart_from_a_finished_one():

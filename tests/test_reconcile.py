@@ -88,3 +88,49 @@ def test_an_attempt_ending_unrecorded_is_failed_and_counted_once(tmp_path: Path)
     after = registry.load(job_id)
     assert after.phase == "queued" and after.failures == 1
     assert after.attempts[0].state == "FAILED" and "COMPLETED" in after.attempts[0].reason
+
+
+@pytest.mark.parametrize("polled,phase,action", [
+    # scancel by the job's owner: it ends cancelled, its checkpoints kept for `ptctl resume`
+    (AttemptStatus("41", "CANCELLED", cancelled_by="1000", user_id="1000"), "cancelled",
+     "cancelled"),
+    # no accounting to say who: taken as the owner's
+    (AttemptStatus("41", "CANCELLED"), "cancelled", "cancelled"),
+    # an administrator's scancel, a preemption, a node failure, a time limit: a fault
+    (AttemptStatus("41", "CANCELLED", cancelled_by="0", user_id="1000"), "queued", "retry"),
+    (AttemptStatus("41", "PREEMPTED", user_id="1000"), "queued", "retry"),
+    (AttemptStatus("41", "NODE_FAIL", user_id="1000"), "queued", "retry"),
+    (AttemptStatus("41", "TIMEOUT", user_id="1000"), "queued", "retry"),
+])
+def test_who_ended_the_slurm_job_decides_cancelled_or_relaunched(tmp_path: Path, polled, phase,
+                                                                 action):
+    registry = Registry(tmp_path)
+    attempt = SlurmAttempt("41", 1, "2026-11-21T18:00:00.000+00:00", state="RUNNING")
+    job_id = registry.create("gone", {"name": "gone", "deadline": "2030-01-01T00:00:00+00:00"},
+                             phase="running", gpus=1, attempts=[attempt]).job_id
+    job = load_job(registry, job_id)
+    job.polled = polled
+    tick = Tick(now=0.0)
+    reconcile(registry, job, Profile(name="test"), tick)
+    after = registry.load(job_id)
+    assert after.phase == phase and after.gpus == 0
+    assert [a["action"] for a in tick.actions] == [action]
+    if phase == "cancelled":
+        assert after.attempts[-1].state == "CANCELLED" and after.failures == 0
+        assert "scancel by the job's owner" in after.attempts[-1].reason
+    else:
+        assert after.failures == 1 and after.attempts[-1].state == polled.state
+
+
+def test_sacct_lines_say_who_cancelled_and_who_owns():
+    from ptctl.backends.slurm import parse_sacct_line
+
+    jid, job = parse_sacct_line("57|CANCELLED by 0|None|node1|billing=1,cpu=1,gres/gpu=2,"
+                                "node=1||2026-12-05T07:00:00|2026-12-05T07:01:00|debug|1000")
+    assert (jid, job.state, job.cancelled_by, job.user_id, job.gpus, job.partition) == \
+        ("57", "CANCELLED", "0", "1000", 2, "debug")
+    assert not job.cancelled_by_owner and job.finished
+    _, job = parse_sacct_line("58|PENDING|BeginTime|None assigned||gres/gpu=1|Unknown|Unknown|"
+                              "debug|0")
+    assert (job.state, job.reason, job.cancelled_by, job.gpus, job.start) == \
+        ("PENDING", "BeginTime", None, 1, None)

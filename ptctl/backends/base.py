@@ -30,7 +30,9 @@ class AttemptStatus:
     """One attempt as its backend reports it.
 
     `start` and `end` are Slurm's local timestamps ("2026-01-31T12:00:00"): `start` once the
-    job has started, `end` once it has finished, else None. `gpus` counts all nodes.
+    job has started, `end` once it has finished, else None. `gpus` counts all nodes. `reason`
+    is why a pending job waits (squeue's %r). `cancelled_by` and `user_id` are the uid that
+    cancelled it and the uid that owns it, where accounting says (sacct: "CANCELLED by 1000").
     """
 
     job_id: str
@@ -40,10 +42,24 @@ class AttemptStatus:
     gpus: int = 0
     start: str | None = None
     end: str | None = None
+    partition: str = ""
+    cancelled_by: str | None = None
+    user_id: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    @property
+    def cancelled_by_owner(self) -> bool:
+        """Cancelled by the user who owns it (`scancel` of their own job), not by an admin or
+        by Slurm itself (preemption, node failure and time limits have states of their own).
+        A cancel Slurm does not attribute (no accounting) is taken as the owner's: the owner
+        cancels far more often than anyone else, and `ptctl resume` undoes it."""
+        if self.state != "CANCELLED":
+            return False
+        return self.cancelled_by is None or self.user_id is None or \
+            self.cancelled_by == self.user_id
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,10 @@ class Backend(Protocol):
 
     def poll(self, attempt_ids: list[str]) -> dict[str, AttemptStatus]:
         """The states of the attempts the backend knows, with one query for all of them."""
+
+    def usage(self, attempt_ids: list[str]) -> dict[str, tuple[float, float]]:
+        """(elapsed seconds, GPU-seconds) of each attempt that accounting knows, with one
+        query; attempts left out are counted from ptctl's own records."""
 
     def signal(self, attempt_id: str, sig: signal.Signals) -> None:
         """Deliver `sig` to every task of the attempt (USR2: checkpoint and stop)."""

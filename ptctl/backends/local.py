@@ -31,6 +31,10 @@ class LocalBackend(SubmititBackend):
     def poll(self, attempt_ids: list[str]) -> dict[str, AttemptStatus]:
         return {pid: _process_status(pid) for pid in attempt_ids}
 
+    def usage(self, attempt_ids: list[str]) -> dict[str, tuple[float, float]]:
+        """No accounting here: ptctl's own attempt records are the account."""
+        return {}
+
     def signal(self, attempt_id: str, sig: signal.Signals) -> None:
         """Nothing to deliver: local attempts poll the registry for a pending resize."""
 
@@ -64,7 +68,7 @@ def _gpus_visible() -> bool:
 
 def _process_status(pid: str) -> AttemptStatus:
     """RUNNING while the controller process lives, COMPLETED once it has ended."""
-    ended = AttemptStatus(job_id=pid, state="COMPLETED")
+    ended = AttemptStatus(job_id=pid, state="COMPLETED", partition="local")
     try:
         if os.waitpid(int(pid), os.WNOHANG)[0]:  # our own child (submit --wait): reap it
             return ended
@@ -76,4 +80,4 @@ def _process_status(pid: str) -> AttemptStatus:
         return ended
     if "\nState:\tZ" in status:  # a zombie another process has not reaped yet
         return ended
-    return AttemptStatus(job_id=pid, state="RUNNING")
+    return AttemptStatus(job_id=pid, state="RUNNING", partition="local")

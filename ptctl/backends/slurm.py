@@ -9,6 +9,7 @@ other failures become a one-line `PtctlError`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import shutil
@@ -103,20 +104,26 @@ def _time(value: str) -> str | None:
     return None if value in ("", "N/A", "NONE", "None", "Unknown") else value
 
 
-def _job(job_id: str, state: str, reason: str, nodes: str, gpus: int,
-         start: str, end: str) -> AttemptStatus:
+_CANCELLED_BY = re.compile(r"^CANCELLED by (\d+)")
+
+
+def _job(job_id: str, state: str, reason: str, nodes: str, gpus: int, start: str, end: str,
+         partition: str = "", user_id: str = "") -> AttemptStatus:
+    cancelled_by = _CANCELLED_BY.match(state.strip())
     state = state.split()[0] if state.strip() else "UNKNOWN"  # sacct: "CANCELLED by 0"
     started = state != "PENDING"
     return AttemptStatus(
         job_id=job_id, state=state, reason="" if reason == "None" else reason,
         nodes="" if nodes in ("None assigned", "(null)") else nodes, gpus=gpus,
         start=_time(start) if started else None,
-        end=_time(end) if state in FINISHED_STATES else None,
+        end=_time(end) if state in FINISHED_STATES else None, partition=partition,
+        cancelled_by=cancelled_by.group(1) if cancelled_by else None,
+        user_id=user_id or None,
     )
 
 
 _SQUEUE_FIELDS = ("JobID", "State", "Reason", "NodeList", "NumNodes", "tres-per-job",
-                  "tres-per-node", "StartTime", "EndTime")
+                  "tres-per-node", "StartTime", "EndTime", "Partition")
 
 
 def _squeue(job_ids: list[str]) -> dict[str, AttemptStatus]:
@@ -131,29 +138,32 @@ def _squeue(job_ids: list[str]) -> dict[str, AttemptStatus]:
         fields = line.split("|")
         if len(fields) < len(_SQUEUE_FIELDS):
             continue
-        jid, state, reason, nodes, num_nodes, per_job, per_node, start, end = fields[:9]
+        jid, state, reason, nodes, num_nodes, per_job, per_node, start, end, part = fields[:10]
         gpus = _gpus(per_job) or _gpus(per_node) * int(num_nodes or 1)
-        jobs[jid] = _job(jid, state, reason, nodes, gpus, start, end)
+        jobs[jid] = _job(jid, state, reason, nodes, gpus, start, end, part)
     return jobs
+
+
+_SACCT_FIELDS = "JobID,State,Reason,NodeList,AllocTRES,ReqTRES,Start,End,Partition,UID"
 
 
 def _sacct(job_ids: list[str]) -> dict[str, AttemptStatus]:
     out = _check(_run(["sacct", f"--jobs={','.join(job_ids)}", "--allocations", "--noheader",
-                       "--parsable2",
-                       "--format=JobID,State,Reason,NodeList,AllocTRES,ReqTRES,Start,End"]),
-                 "sacct")
-    jobs = {}
-    for line in out.splitlines():
-        fields = line.split("|")
-        if len(fields) < 8:
-            continue
-        jid, state, reason, nodes, alloc, req, start, end = fields[:8]
-        jobs[jid] = _job(jid, state, reason, nodes, _gpus(alloc) or _gpus(req), start, end)
-    return jobs
+                       "--parsable2", f"--format={_SACCT_FIELDS}"]), "sacct")
+    return dict(parse_sacct_line(line) for line in out.splitlines()
+                if line.count("|") >= _SACCT_FIELDS.count(","))
+
+
+def parse_sacct_line(line: str) -> tuple[str, AttemptStatus]:
+    """One line of `sacct --parsable2 --format=<_SACCT_FIELDS>`: (job id, its status)."""
+    jid, state, reason, nodes, alloc, req, start, end, part, uid = line.split("|")[:10]
+    return jid, _job(jid, state, reason, nodes, _gpus(alloc) or _gpus(req), start, end, part,
+                     uid)
 
 
 def queue_state(job_ids: list[str]) -> dict[str, AttemptStatus]:
-    """States of `job_ids` with one `squeue` call, plus one `sacct` call for ids squeue forgot.
+    """States of `job_ids` with one `squeue` call, plus one `sacct` call for the ids squeue
+    forgot and the cancelled ones (only accounting says who cancelled a job).
 
     slurmctld forgets a finished job MinJobAge seconds (default 300) after it ends; only
     accounting (slurmdbd) knows it after that. `scontrol show job` reads the same table as
@@ -163,10 +173,35 @@ def queue_state(job_ids: list[str]) -> dict[str, AttemptStatus]:
     if not ids:
         return {}
     jobs = {jid: job for jid, job in _squeue(ids).items() if jid in ids}
-    missing = [jid for jid in ids if jid not in jobs]
-    if missing and accounting_enabled():
-        jobs.update({jid: job for jid, job in _sacct(missing).items() if jid in missing})
+    ask = [jid for jid in ids if jid not in jobs or jobs[jid].state == "CANCELLED"]
+    if ask and accounting_enabled():
+        for jid, job in _sacct(ask).items():
+            if jid not in ask:
+                continue
+            if jid not in jobs:
+                jobs[jid] = job
+            elif job.state == "CANCELLED":  # squeue's record, with who cancelled it
+                jobs[jid] = dataclasses.replace(jobs[jid], cancelled_by=job.cancelled_by,
+                                                user_id=job.user_id)
     return {jid: jobs[jid] for jid in ids if jid in jobs}
+
+
+def accounted_usage(job_ids: list[str]) -> dict[str, tuple[float, float]]:
+    """(elapsed seconds, GPU-seconds) per job from ONE `sacct` call: ElapsedRaw x the
+    allocated GPUs, summed over the job's runs (a requeued job runs again under its id);
+    empty without accounting."""
+    if not job_ids or not accounting_enabled():
+        return {}
+    out = _check(_run(["sacct", f"--jobs={','.join(job_ids)}", "--allocations", "--duplicates",
+                       "--noheader", "--parsable2", "--format=JobID,ElapsedRaw,AllocTRES"]),
+                 "sacct")
+    totals: dict[str, tuple[float, float]] = {}
+    for line in out.splitlines():
+        jid, elapsed, alloc = (line.split("|") + ["", ""])[:3]
+        if jid in job_ids and elapsed.isdigit():
+            seconds, gpu_seconds = totals.get(jid, (0.0, 0.0))
+            totals[jid] = (seconds + int(elapsed), gpu_seconds + int(elapsed) * _gpus(alloc))
+    return totals
 
 
 def find_job_by_name(name: str) -> str | None:
@@ -244,6 +279,9 @@ class SlurmBackend(SubmititBackend):
 
     def poll(self, attempt_ids: list[str]) -> dict[str, AttemptStatus]:
         return queue_state(attempt_ids)
+
+    def usage(self, attempt_ids: list[str]) -> dict[str, tuple[float, float]]:
+        return accounted_usage(attempt_ids)
 
     def signal(self, attempt_id: str, sig: signal.Signals) -> None:
         subprocess.run(["scancel", f"--signal={sig.name.removeprefix('SIG')}", attempt_id],

@@ -1,4 +1,4 @@
-"""Job commands: submit, status, ls, cancel, logs, result, resize."""
+"""Job commands: submit, cancel, resize, hold, release, logs, result."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import typer
 
 from ptctl.backends import backend_for
 from ptctl.cli import common
-from ptctl.cli.output import JsonOpt, Output, QuietOpt, fmt_duration
+from ptctl.cli.output import JsonOpt, Output, QuietOpt, fmt_margin
 from ptctl.config import Config, load_profile
 from ptctl.errors import (EXIT_ERROR, EXIT_OK, EXIT_TARGET_NOT_REACHED, BadInputError,
                           NotFoundError)
+from ptctl.jobs.lifecycle import Phase
 from ptctl.jobs.progress import Progress
-from ptctl.jobs.registry import Registry
+from ptctl.jobs.registry import JobState, Registry
 from ptctl.jobs.spec import JobSpec, SlurmOverrides, SpecFieldError, load_spec, slurm_minutes
 
 ProfileOpt = Annotated[str, typer.Option("--profile",
@@ -129,13 +130,8 @@ def _report_end(out: Output, plan: dict[str, Any], registry: Registry, job_id: s
     plan.update({k: row[k] for k in ("phase", "outcome", "ended_at", "deadline_met",
                                      "deadline_margin_s", "metrics")})
     out.emit(plan, human=f"{job_id}: {row['phase']}: {row['outcome']}; deadline "
-                         f"{_end_words(row['deadline_margin_s'])}")
+                         f"{fmt_margin(row['deadline_margin_s'])}")
     return {"finished": EXIT_OK, "unmet": EXIT_TARGET_NOT_REACHED}.get(row["phase"], EXIT_ERROR)
-
-
-def _end_words(margin_s: float) -> str:
-    """`met by 4m12s` or `missed by 1h02m`: when a job ended against its deadline."""
-    return f"{'met' if margin_s >= 0 else 'missed'} by {fmt_duration(abs(margin_s))}"
 
 
 def _progress_line(job_id: str, progress: Progress) -> str:
@@ -145,124 +141,11 @@ def _progress_line(job_id: str, progress: Progress) -> str:
             + (f" accuracy {accuracy:.3f}" if accuracy is not None else ""))
 
 
-# --- status / ls ------------------------------------------------------------------------------
-
-def _status_table(out: Output, rows: list[dict[str, Any]]) -> None:
-    """Live jobs show their slack and risk; ended ones when they ended against the deadline."""
-    table = []
-    for r in rows:
-        acc = r["metrics"].get("accuracy") if r["metrics"] else None
-        if r["slack_s"] is None:
-            deadline, risk = _end_words(r["deadline_margin_s"]), "-"
-        else:
-            deadline = (f"{fmt_duration(r['slack_s'])} left" if r["slack_s"] >= 0
-                        else f"passed {fmt_duration(-r['slack_s'])} ago")
-            risk = "LATE" if r["predicted_violation"] else "ok"
-        table.append((
-            r["job_id"], r["phase"] + ("(held)" if r.get("held") else ""),
-            r["slurm_state"] or "-",
-            _gpus_cell(r["gpus"], r.get("pinned_gpus")),
-            f"{r['step']}/{r['max_steps']}",
-            f"{acc:.3f} / {r['target']}" if acc is not None else f"- / {r['target']}",
-            deadline, r["eta"][11:19] if r["eta"] else "-", risk))
-    out.table(["job", "phase", "slurm", "gpus", "step", "metric / target", "deadline", "eta",
-               "risk"], table, data=rows)
-
-
-def _gpus_cell(gpus: int, pinned: int | None) -> str:
-    if pinned is None:
-        return str(gpus)
-    return f"{gpus}(pinned)" if gpus == pinned else f"{gpus}(pinned:{pinned})"
-
-
-def status(
-    job_id: Annotated[str, typer.Argument(help="A job id (default: every live job).")] = None,
-    all_jobs: Annotated[bool, typer.Option("--all", help="Include ended jobs.")] = False,
-    watch: Annotated[float, typer.Option("--watch", help="Refresh every N seconds.")] = 0.0,
-    json: JsonOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Jobs with their Slurm state, GPUs, progress, deadline slack, ETA and predicted violation."""
-    from ptctl.scheduler.status import status_rows
-
-    out = Output(json_mode=json, quiet=quiet)
-    cfg = common.config()
-    while True:
-        rows, unreadable = status_rows(cfg, [job_id] if job_id else None, all_jobs)
-        _warn_unreadable(out, unreadable)
-        if job_id and not json and rows:
-            _print_one(out, rows[0], cfg)
-        else:
-            _status_table(out, rows)
-        if not rows and not job_id and not all_jobs:
-            ended = sum(s.is_terminal for s in _registry(cfg).all())
-            out.info(f"no live jobs in {_registry(cfg).jobs_dir}"
-                     + (f"; {ended} ended job(s): ptctl status --all" if ended else ""))
-        if watch <= 0:
-            return
-        time.sleep(watch)
-
-
-def _print_one(out: Output, row: dict[str, Any], cfg: Config) -> None:
-    _status_table(out, [row])
-    if row["ended_at"]:
-        out.emit(None, human=f"outcome: {row['outcome']}; ended {row['ended_at']}, deadline "
-                             f"{_end_words(row['deadline_margin_s'])}")
-    out.table(["attempt", "slurm job", "gpus", "state", "submitted", "ended", "reason"],
-              [(i, a["slurm_job_id"], a["gpus"], a["state"], a["submitted_at"],
-                a["ended_at"] or "-", a["reason"] or "") for i, a in enumerate(row["attempts"])])
-    if row["errors"]:
-        from ptctl.scheduler.round import log_tail
-
-        out.emit(None, human="errors:\n" + "\n".join(row["errors"]))
-        tail = log_tail(_registry(cfg), row["job_id"])
-        if tail:
-            out.emit(None, human="log tail:\n" + tail)
-
-
-def ls(all_jobs: Annotated[bool, typer.Option("--all", help="Include ended jobs.")] = True,
-       json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Every registered job, one line each."""
-    out = Output(json_mode=json, quiet=quiet)
-    cfg = common.config()
-    registry = _registry(cfg)
-    from ptctl.scheduler.status import ENDED_WORDS, deadline_margin_s
-
-    from ptctl.scheduler.views import load_live_jobs
-
-    jobs = load_live_jobs(registry, include_terminal=all_jobs)
-    _warn_unreadable(out, jobs.unreadable)
-    states, specs = [j.state for j in jobs], [j.spec for j in jobs]
-    ended = [{"outcome": ENDED_WORDS.get(s.phase),
-              "deadline_met": deadline_margin_s(s, spec) >= 0 if s.is_terminal else None}
-             for s, spec in zip(states, specs)]
-    out.table(["job", "name", "phase", "outcome", "gpus", "attempts", "deadline", "created"],
-              [(s.job_id, s.name, s.phase, _ls_outcome(e), s.gpus, len(s.attempts),
-                spec["deadline"], s.created_at) for s, spec, e in zip(states, specs, ended)],
-              data=[s.to_dict() | {"deadline": spec["deadline"]} | e
-                    for s, spec, e in zip(states, specs, ended)])
-    if not states:
-        out.info(f"no jobs in {registry.jobs_dir}")
-
-
-def _warn_unreadable(out: Output, unreadable: list[str]) -> None:
-    """Job records that could not be read were skipped: one warning each, on stderr (also with
-    --json, whose document stays the list of jobs that could be read)."""
-    for line in unreadable:
-        out.warn(f"skipped: {line}")
-
-
-def _ls_outcome(ended: dict[str, Any]) -> str:
-    if ended["outcome"] is None:
-        return "-"
-    return f"{ended['outcome']}, deadline {'met' if ended['deadline_met'] else 'missed'}"
-
-
 # --- cancel / resize / logs / result -----------------------------------------------------------
 
 def cancel(job_id: Annotated[str, typer.Argument(help="The job to cancel.")],
            json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Stop a job for good: its Slurm job is cancelled, its checkpoints are kept."""
+    """Stop a job: its Slurm job is cancelled, its checkpoints are kept for `ptctl resume`."""
     from ptctl.scheduler import control
 
     out = Output(json_mode=json, quiet=quiet)
@@ -270,10 +153,16 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job to cancel.")],
     registry = _registry(cfg)
     state = registry.load(job_id)
     if state.is_terminal:
-        out.emit(state.to_dict(), human=f"{job_id}: already {state.phase}")
+        out.emit(_document(state), human=f"{job_id}: already {state.phase}")
         return
     state = control.cancel(registry, job_id, control.job_profile(cfg, state))
-    out.emit(state.to_dict(), human=f"{job_id}: cancelled")
+    out.emit(_document(state), human=f"{job_id}: cancelled")
+
+
+def _document(state: JobState) -> dict[str, Any]:
+    from ptctl.scheduler.status import state_document
+
+    return state_document(state)
 
 
 def resize(job_id: Annotated[str, typer.Argument(help="A running job.")],
@@ -326,7 +215,7 @@ def _set_held(job_id: str, held: bool, json: bool, quiet: bool) -> None:
 
     state = control.set_held(_registry(common.config()), job_id, held)
     Output(json_mode=json, quiet=quiet).emit(
-        state.to_dict(), human=f"{job_id}: {'held' if held else 'released'} ({state.phase})")
+        _document(state), human=f"{job_id}: {'held' if held else 'released'} ({state.phase})")
 
 
 def logs(job_id: Annotated[str, typer.Argument(help="The job.")],
@@ -376,7 +265,8 @@ def result(job_id: Annotated[str, typer.Argument(help="An ended job with a resul
     folder = registry.paths(job_id).result
     meta_path = folder / "ptctl_meta.json"
     if not meta_path.is_file():
-        raise NotFoundError(f"job {job_id} is {state.phase}: no result yet ({meta_path})")
+        raise NotFoundError(f"job {job_id} is {state.phase}: no result yet ({meta_path})"
+                            + _resume_hint(registry, state))
     from ptctl.scheduler.status import deadline_margin_s, outcome_words
 
     meta = jsonlib.loads(meta_path.read_text())
@@ -399,17 +289,53 @@ def result(job_id: Annotated[str, typer.Argument(help="An ended job with a resul
             ("final metric", metric), ("target", data["target"]),
             ("initial prompt", f"bank entry {init}" if data["init_prompt_id"] else init),
             ("deadline", spec["deadline"] + ("" if margin is None
-                                             else f" ({_end_words(margin)})"))]
+                                             else f" ({fmt_margin(margin)})"))]
     out.table(["field", "value"], rows, data=data)
+
+
+def _resume_hint(registry: Registry, state: JobState) -> str:
+    """For a cancelled or failed job: the checkpoint it keeps and how to continue from it."""
+    if state.phase not in (Phase.CANCELLED, Phase.FAILED):
+        return ""
+    from ptctl.tuning.checkpoint import latest_checkpoint
+
+    kept = latest_checkpoint(registry.paths(state.job_id).checkpoints)
+    where = f"its checkpoint {kept} is kept" if kept else "it has no checkpoint (it starts over)"
+    return f"; {where}: ptctl resume {state.job_id}"
+
+
+def resume(job_id: Annotated[str, typer.Argument(help="A cancelled or failed job.")],
+           best_effort: Annotated[bool, typer.Option("--best-effort", help="Run even if the "
+                                                     "deadline cannot be met (or has "
+                                                     "passed).")] = False,
+           deadline: Annotated[str, typer.Option("--deadline", help="A new deadline: an "
+                                                 "ISO-8601 time or a duration from now "
+                                                 "(90m, 2h).")] = None,
+           json: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Relaunch a cancelled job (or one failed by faults) from its kept checkpoint, planned
+    against its deadline as a submit is."""
+    from ptctl.scheduler import admission, control
+
+    out = Output(json_mode=json, quiet=quiet)
+    cfg = common.config()
+    registry = _registry(cfg)
+    prof = control.job_profile(cfg, registry.load(job_id))
+    plan = admission.resume(cfg, prof, job_id, best_effort=best_effort, deadline=deadline,
+                            warn=out.warn)
+    gpus = plan["launched_gpus"]
+    started = (backend_for(prof).launched(plan["slurm_job_id"], gpus) if gpus
+               else "queued (rebalance starts it when GPUs free)")
+    out.emit(plan, human=f"{job_id}: resumes from step {plan['from_step']}, {started}; "
+                         f"deadline {plan['deadline']}, predicted finish "
+                         f"{plan['predicted_finish']}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
-    app.command("status")(status)
-    app.command("ls")(ls)
     app.command("cancel")(cancel)
     app.command("resize")(resize)
     app.command("hold")(hold)
     app.command("release")(release)
     app.command("logs")(logs)
     app.command("result")(result)
+    app.command("resume")(resume)

@@ -44,9 +44,11 @@ def root(
 
 
 def _wire() -> None:
-    from ptctl.cli import bank, calibrate, config, doctor, jobs, predict, rebalance, run, sim
+    from ptctl.cli import (bank, calibrate, config, doctor, jobs, predict, rebalance, run, sim,
+                           status)
 
     jobs.register(app)
+    status.register(app)
     predict.register(app)
     app.command("run")(run.run)
     app.command("calibrate")(calibrate.calibrate)

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Annotated, Any, Iterable, Sequence
 
 import typer
@@ -40,6 +41,21 @@ def fmt_duration(seconds: float | None) -> str:
     if s >= 60:
         return f"{sign}{s // 60}m{s % 60:02d}s"
     return f"{sign}{s}s"
+
+
+def fmt_time(timestamp: str | None, now: datetime | None = None) -> str:
+    """An ISO-8601 time in this machine's zone, as squeue shows times: `14:03:10` today,
+    `2026-12-06 14:03` another day."""
+    if timestamp is None:
+        return "-"
+    when = datetime.fromisoformat(timestamp).astimezone()
+    today = (now or datetime.now(timezone.utc)).astimezone().date()
+    return when.strftime("%H:%M:%S" if when.date() == today else "%Y-%m-%d %H:%M")
+
+
+def fmt_margin(margin_s: float) -> str:
+    """`met by 4m12s` or `missed by 1h02m`: when a job ended against its deadline."""
+    return f"{'met' if margin_s >= 0 else 'missed'} by {fmt_duration(abs(margin_s))}"
 
 
 def fmt_ratio(value: float | None) -> str:
@@ -133,6 +149,10 @@ class Output:
         """Progress and notes for people; silent with --quiet or --json (kept off stdout)."""
         if not self.quiet and not self.json_mode:
             self.err.print(message, markup=False)
+
+    def error(self, message: str) -> None:
+        """A failure reported after the output it concerns: on stderr even with --quiet."""
+        self.err.print(f"ptctl: error: {message}", markup=False)
 
     def warn(self, message: str) -> None:
         if not self.quiet:

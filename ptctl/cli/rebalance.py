@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -10,6 +10,7 @@ from ptctl.cli import common
 from ptctl.cli.output import JsonOpt, Output, QuietOpt
 from ptctl.config import load_profile
 from ptctl.jobs.registry import Registry
+from ptctl.planner.interface import Decision
 
 
 def rebalance(
@@ -39,7 +40,7 @@ def rebalance(
     rows = [(d.job_id, d.action, d.gpus, d.reason) for d in tick.decisions]
     out.table(["job", "decision", "gpus", "reason"], rows, data={
         "dry_run": dry_run, "policy": cfg.policy, "profile": profile.name,
-        "decisions": [d.__dict__ for d in tick.decisions], "actions": tick.actions,
+        "decisions": [_decision_document(d) for d in tick.decisions], "actions": tick.actions,
         "unreadable": tick.unreadable, "fenced": [f.to_dict() for f in tick.fenced]})
     for line in tick.unreadable:
         out.warn(f"skipped: {line}")
@@ -48,3 +49,13 @@ def rebalance(
     if not json:
         for action in tick.actions:
             out.info(" ".join(f"{k}={v}" for k, v in action.items()))
+
+
+def _decision_document(decision: Decision) -> dict[str, Any]:
+    """A decision as `--json` shows it: times ISO-8601 UTC, as everywhere in `--json`; the
+    policy's private memory left out."""
+    from ptctl.scheduler.views import iso
+
+    return {"job_id": decision.job_id, "action": decision.action, "gpus": decision.gpus,
+            "reason": decision.reason, "predicted_finish": iso(decision.predicted_finish_s),
+            "review_at": iso(decision.review_at_s)}

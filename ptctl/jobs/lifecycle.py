@@ -1,7 +1,9 @@
 """A job's phases and the one place where a phase changes.
 
 Every phase change in ptctl goes through `move`, which checks it against TRANSITIONS: a change
-the table does not list raises, so a race or a bug cannot resurrect an ended job unnoticed.
+the table does not list raises, so a race or a bug cannot resurrect an ended job unnoticed. The
+one way back from an ended phase is `ptctl resume` (cancelled or failed -> queued); every other
+writer checks `is_terminal` under the job's lock before it moves a job.
 The values are the strings state.json and `--json` output have always used.
 """
 
@@ -42,8 +44,9 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
                                Phase.CANCELLED}),
     Phase.FINISHED: frozenset(),
     Phase.UNMET: frozenset(),
-    Phase.FAILED: frozenset(),
-    Phase.CANCELLED: frozenset(),
+    # `ptctl resume` only: back to the queue, to continue from the kept checkpoint.
+    Phase.FAILED: frozenset({Phase.QUEUED}),
+    Phase.CANCELLED: frozenset({Phase.QUEUED}),
 }
 
 

@@ -290,6 +290,13 @@ class Registry:
             raise CorruptFileError(f"{path}: corrupt job spec ({exc})") from None
         return spec
 
+    def write_spec(self, job_id: str, spec: dict[str, Any]) -> None:
+        """Replace the job's stored spec (`ptctl resume --deadline`), atomically, under the
+        job's lock."""
+        paths = self._require(job_id)
+        with file_lock(paths.lock):
+            atomic_write_text(paths.spec, yaml.dump(spec, Dumper=_YAML_DUMPER, sort_keys=False))
+
     def all(self) -> Iterator[JobState]:
         """Every readable job (`scan` says which records were skipped)."""
         yield from self.scan().states

@@ -1,5 +1,5 @@
-"""What `ptctl submit` asks: can this job meet its deadline next to the live ones, and with
-how many GPUs does it start.
+"""What `ptctl submit` (and `ptctl resume`) asks: can this job meet its deadline next to the
+live ones, and with how many GPUs does it start.
 
 The new job is planned together with the live jobs by the same policy call a round makes, and
 it starts at once on the GPUs that are free now, counted by the rule the rounds use.
@@ -14,19 +14,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from ptctl.backends import backend_for
 from ptctl.config import Config, Profile
-from ptctl.errors import BadInputError
+from ptctl.errors import BadInputError, PtctlError, excerpt
+from ptctl.jobs.lifecycle import Phase, move
 from ptctl.jobs.registry import JobState, Registry
-from ptctl.jobs.spec import JobSpec, resolved_spec_dict
+from ptctl.jobs.spec import JobSpec, parse_deadline, resolved_spec_dict
 from ptctl.planner import speeds
 from ptctl.scheduler.limits import check_spec
 from ptctl.scheduler.repeats import earlier_run
 from ptctl.scheduler.round import Tick, launch_or_record, round_lock
-from ptctl.scheduler.views import (PRIOR_STEPS_PER_S, LiveJob, fences, held_gpus, iso,
+from ptctl.scheduler.views import (PRIOR_STEPS_PER_S, LiveJob, epoch, fences, held_gpus, iso,
                                    job_view, load_live_jobs, plan, poll_attempts)
 
 Say = Callable[[str], None]
@@ -127,24 +128,117 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
             # the overhead the speed record measures).
             estimates=estimates | {"planned_gpus": decision.gpus,
                                    "submitted_at": now.timestamp()})
-        free = (profile.gpu_budget - sum(held_gpus(j) for j in jobs)
-                - sum(f.gpus for f in fenced))
-        gpus = max((g for g in view.allowed_gpus if g <= min(decision.gpus, free)), default=0)
-        if gpus > 0:
-            tick = Tick(now=now.timestamp())
-            launch_or_record(registry, LiveJob(state, spec_dict, None), gpus, profile, tick,
-                             "start")
-            state = registry.load(state.job_id)
-            if tick.actions[-1]["action"] == "launch-failed":
-                answer["launch_error"] = tick.actions[-1]["error"]
-                if warn:
-                    warn(f"{state.job_id}: registered, but {answer['launch_error']}; "
-                         "rebalance retries it")
-                gpus = 0
+        start_now(registry, jobs, LiveJob(state, spec_dict, None), view.allowed_gpus,
+                  decision.gpus, profile, answer, warn, fenced_gpus=sum(f.gpus for f in fenced))
+    return answer
+
+
+def start_now(registry: Registry, jobs: list[LiveJob], job: LiveJob, allowed: tuple[int, ...],
+              planned: int, profile: Profile, answer: dict[str, Any], warn: Say | None,
+              fenced_gpus: int = 0) -> None:
+    """Launch a just admitted job on the GPUs free now, up to its planned count (else the
+    next round starts it), and say so in `answer`: job_id, launched_gpus, slurm_job_id and
+    any launch_error. `fenced_gpus`: held by jobs whose records cannot be read."""
+    free = profile.gpu_budget - sum(held_gpus(j) for j in jobs) - fenced_gpus
+    gpus = max((g for g in allowed if g <= min(planned, free)), default=0)
+    if job.state.held:
+        gpus = 0
+    state = job.state
+    if gpus > 0:
+        tick = Tick(now=datetime.now(timezone.utc).timestamp())
+        launch_or_record(registry, job, gpus, profile, tick, "start")
+        state = registry.load(state.job_id)
+        if tick.actions[-1]["action"] == "launch-failed":
+            answer["launch_error"] = tick.actions[-1]["error"]
+            if warn:
+                warn(f"{state.job_id}: registered, but {answer['launch_error']}; "
+                     "rebalance retries it")
+            gpus = 0
     answer["job_id"] = state.job_id
     answer["launched_gpus"] = gpus
-    answer["slurm_job_id"] = state.current_attempt.slurm_job_id if state.current_attempt else None
+    answer["slurm_job_id"] = (state.current_attempt.slurm_job_id
+                              if gpus and state.current_attempt else None)
+
+
+def resume(cfg: Config, profile: Profile, job_id: str, *, best_effort: bool = False,
+           deadline: str | None = None, warn: Say | None = None) -> dict[str, Any]:
+    """Relaunch a cancelled job, or one that failed by faults, from its kept checkpoint.
+
+    It is admitted as a new submit is: planned next to the live jobs against its deadline
+    (or `deadline`, a new one: an ISO-8601 time or a duration from now), and refused when it
+    cannot meet it unless `best_effort`. The plan as `--json` shows it."""
+    registry = Registry(cfg.home)
+    now = datetime.now(timezone.utc)
+    with round_lock(registry):
+        state = registry.load(job_id)
+        if state.phase not in (Phase.CANCELLED, Phase.FAILED):
+            raise PtctlError(f"job {job_id} is {state.phase}: only a cancelled or failed job "
+                             "can be resumed")
+        last = state.current_attempt
+        if state.phase == Phase.FAILED and last is not None and last.fatal:
+            raise PtctlError(f"job {job_id} failed on bad input: a resume would fail the same "
+                             "way; fix the spec or data and submit it again")
+        spec = registry.load_spec(job_id)
+        if deadline is not None:
+            spec["deadline"] = _new_deadline(deadline, now)
+        if epoch(spec["deadline"]) <= now.timestamp() and not best_effort:
+            raise BadInputError(f"job {job_id}: deadline {spec['deadline']} has passed; give "
+                                "--deadline for a new one, or --best-effort to run anyway")
+        jobs = load_live_jobs(registry)
+        fenced = fences(registry, jobs, profile)
+        poll_attempts(jobs, profile, fenced)
+        job = LiveJob(dataclasses.replace(state, phase=Phase.QUEUED, gpus=0), spec,
+                      registry.read_progress(job_id))
+        view = job_view(job, profile)
+        if view is None:
+            raise PtctlError(f"job {job_id}: no GPU count of its spec fits profile "
+                             f"{profile.name}")
+        decision = plan(jobs, profile, cfg.policy, now.timestamp(), extra=[view],
+                        fenced=fenced)[-1]
+        feasible = decision.action not in ("infeasible", "decline")
+        answer = {"gpus": decision.gpus, "action": decision.action, "reason": decision.reason,
+                  "predicted_finish": iso(decision.predicted_finish_s),
+                  "deadline": spec["deadline"], "feasible": feasible, "profile": profile.name,
+                  "policy": cfg.policy, **_kept_checkpoint(registry, job_id)}
+        if not feasible and not best_effort:
+            earliest = answer["predicted_finish"] or "never within the GPU budget"
+            raise BadInputError(f"job {job_id}: deadline {spec['deadline']} cannot be met "
+                                f"(earliest finish {earliest}); give --deadline for a new "
+                                "one, or --best-effort to run anyway")
+        if deadline is not None:
+            registry.write_spec(job_id, spec)
+
+        def reopen(st: JobState) -> None:
+            move(st, Phase.QUEUED)
+            st.gpus, st.failures, st.pending_resize, st.ended_at = 0, 0, None, None
+            st.best_effort = st.best_effort or best_effort
+            st.estimates.update(predicted_finish=decision.predicted_finish_s,
+                                infeasible=not feasible, reason=decision.reason)
+
+        job.state = registry.update(job_id, reopen)
+        start_now(registry, jobs, job, view.allowed_gpus, decision.gpus, profile, answer, warn,
+                  fenced_gpus=sum(f.gpus for f in fenced))
     return answer
+
+
+def _kept_checkpoint(registry: Registry, job_id: str) -> dict[str, Any]:
+    """The checkpoint the next attempt continues from (none: it starts over)."""
+    from ptctl.tuning.checkpoint import latest_checkpoint
+
+    kept = latest_checkpoint(registry.paths(job_id).checkpoints)
+    return {"checkpoint": str(kept) if kept else None,
+            "from_step": int(kept.name.removeprefix("step_")) if kept else 0}
+
+
+def _new_deadline(text: str, now: datetime) -> str:
+    """`--deadline`: an ISO-8601 time or a duration from now, stored as the spec stores it."""
+    try:
+        when = parse_deadline(text)
+    except ValueError as exc:
+        raise BadInputError(f"--deadline: got {excerpt(text)}, expected an ISO-8601 time or "
+                            f"a duration like 90m ({exc})") from None
+    when = now + when if isinstance(when, timedelta) else when
+    return when.astimezone(timezone.utc).isoformat()
 
 
 def _initial_prompt(cfg: Config, spec: JobSpec, info: Say | None,

@@ -24,7 +24,8 @@ def job_profile(cfg: Config, state: JobState) -> Profile:
 
 
 def cancel(registry: Registry, job_id: str, profile: Profile) -> JobState:
-    """Stop a job for good: its attempt is cancelled, its checkpoints are kept."""
+    """Stop a job: its attempt is cancelled (recorded before the scancel is sent, so that no
+    round takes it for a user's scancel), its checkpoints kept for `ptctl resume`."""
 
     def mark(st: JobState) -> None:
         move(st, Phase.CANCELLED)

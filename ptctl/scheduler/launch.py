@@ -26,10 +26,12 @@ def attempt_name(job_id: str, attempt_index: int) -> str:
 
 def purpose(state: JobState) -> str:
     """Why this attempt is launched: the first start (or a resume after a requeue), a resize,
-    or a retry after an attempt that failed."""
+    a retry after an attempt that failed, or `ptctl resume` of a cancelled job."""
     if state.pending_resize:
         return "resize"
     last = state.current_attempt
+    if last is not None and last.state == "CANCELLED":
+        return "resume"
     return "retry" if last is not None and last.state not in ("STOPPED", "COMPLETED") else "start"
 
 

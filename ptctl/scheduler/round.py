@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from ptctl.backends import backend_for
+from ptctl.backends.base import AttemptStatus
 from ptctl.config import Profile
 from ptctl.errors import PtctlError, SlurmUnreachableError
 from ptctl.fsutil import file_lock, try_file_lock, utcnow
@@ -89,6 +90,9 @@ def reconcile(registry: Registry, job: LiveJob, profile: Profile, tick: Tick) ->
         if (st.is_terminal or st.phase == Phase.QUEUED or st.pending_resize or cur is None
                 or cur.slurm_job_id != attempt.slurm_job_id or cur.state == "COMPLETED"):
             return
+        if job.polled is not None and job.polled.cancelled_by_owner:
+            _owner_cancelled(st, job.polled)
+            return
         outcome["ended_ok"] = cur.state == "STOPPED"
         if cur.state not in ENDED_ATTEMPT_STATES:
             polled = job.polled.state if job.polled is not None else "LOST"
@@ -102,6 +106,8 @@ def reconcile(registry: Registry, job: LiveJob, profile: Profile, tick: Tick) ->
         st.gpus = 0
 
     job.state = registry.update(job.job_id, record)
+    if job.state.phase == Phase.CANCELLED and state.phase != Phase.CANCELLED:
+        tick.act(job.job_id, "cancelled", reason=job.state.current_attempt.reason)
     if "ended_ok" not in outcome:
         return
     ended_ok = outcome["ended_ok"]
@@ -112,6 +118,19 @@ def reconcile(registry: Registry, job: LiveJob, profile: Profile, tick: Tick) ->
         tick.act(job.job_id, "failed", attempts=job.state.failures)
     else:
         tick.act(job.job_id, "requeue" if ended_ok else "retry", failures=job.state.failures)
+
+
+def _owner_cancelled(state: JobState, polled: AttemptStatus) -> None:
+    """The job's owner cancelled its Slurm job (`scancel`): the job ends cancelled, its
+    checkpoints kept for `ptctl resume`. ptctl's own cancels never come here: `ptctl cancel`
+    records the job cancelled before its scancel, and a resize only signals (and records its
+    intent first)."""
+    attempt = state.current_attempt
+    attempt.state, attempt.ended_at = "CANCELLED", attempt.ended_at or utcnow()
+    attempt.reason = "scancel by the job's owner" + (
+        f" (uid {polled.cancelled_by})" if polled.cancelled_by else "")
+    state.gpus = 0
+    move(state, Phase.CANCELLED)
 
 
 def _mark_running(state: JobState) -> None:

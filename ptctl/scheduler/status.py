@@ -1,23 +1,34 @@
 """What `ptctl status` shows: the registry joined with ONE batched poll per profile in use,
-with each live job's deadline slack, ETA and predicted violation, and each ended job's outcome
-and end against its deadline."""
+with each live job's Slurm job, partition, state and pending reason, deadline slack, ETA and
+predicted violation, and each ended job's outcome and end against its deadline.
+
+While slurmctld does not answer, the rows are ptctl's own records with the Slurm fields unknown
+(None), and `StatusReport.unreachable` says why: the command prints them, then exits 75."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from ptctl.config import Config, load_profile
+from ptctl.backends import backend_for
+from ptctl.config import Config, Profile, load_profile
+from ptctl.errors import SlurmUnreachableError
 from ptctl.jobs.lifecycle import Phase
 from ptctl.jobs.registry import JobState, Registry
 from ptctl.scheduler.views import (LiveJob, LiveJobs, epoch, iso, load_job, load_live_jobs,
                                    poll_attempts, remaining_steps)
 
 
-def status_rows(cfg: Config, job_ids: list[str] | None,
-                include_terminal: bool) -> tuple[list[dict[str, Any]], list[str]]:
-    """One record per job: the named ones, else every live (or every) job; and one line per
-    job record that could not be read (skipped)."""
+@dataclass
+class StatusReport:
+    rows: list[dict[str, Any]]
+    unreadable: list[str] = field(default_factory=list)  # job records skipped, one line each
+    unreachable: str | None = None  # why Slurm could not be asked, when it could not
+
+
+def status_rows(cfg: Config, job_ids: list[str] | None, include_terminal: bool) -> StatusReport:
+    """One record per job: the named ones, else every live (or every) job."""
     registry = Registry(cfg.home)
     if job_ids:
         jobs = LiveJobs([], {})
@@ -27,15 +38,23 @@ def status_rows(cfg: Config, job_ids: list[str] | None,
     by_profile: dict[str, list[LiveJob]] = {}
     for job in (j for j in jobs if not j.state.is_terminal):
         by_profile.setdefault(job.state.profile or cfg.profile, []).append(job)
+    unknown: set[str] = set()
+    unreachable = None
     for name, group in by_profile.items():
-        poll_attempts(group, load_profile(cfg, name))
+        try:
+            poll_attempts(group, load_profile(cfg, name))
+        except SlurmUnreachableError as exc:
+            unreachable = str(exc)
+            unknown.update(j.job_id for j in group)
     now = time.time()
-    return [status_record(job, now) for job in jobs], jobs.unreadable
+    return StatusReport([status_record(job, now, slurm_known=job.job_id not in unknown)
+                         for job in jobs], jobs.unreadable, unreachable)
 
 
-def status_record(job: LiveJob, now: float) -> dict[str, Any]:
+def status_record(job: LiveJob, now: float, slurm_known: bool = True) -> dict[str, Any]:
     """A live job carries its slack, ETA and risk; an ended one when it ended against its
-    deadline and its outcome in words (risk and slack mean nothing once it has ended)."""
+    deadline and its outcome in words (risk and slack mean nothing once it has ended).
+    `slurm_known` False: Slurm could not be asked, so its fields are None."""
     state, progress = job.state, job.progress
     if progress is not None:
         step, metrics = progress.step, progress.metrics
@@ -43,20 +62,24 @@ def status_record(job: LiveJob, now: float) -> dict[str, Any]:
         step, metrics = state.progress.get("step", 0), None
     deadline = epoch(job.spec["deadline"])
     attempt = state.current_attempt
+    polled = job.polled if slurm_known and not state.is_terminal else None
     record = {
         "job_id": state.job_id, "name": state.name, "phase": state.phase,
         "outcome": outcome_words(state, job.spec),
         "slurm_job_id": attempt.slurm_job_id if attempt else None,
+        "slurm_known": slurm_known,
         # An ended job shows what its attempts recorded, not what the backend says of the
         # process now (a failed attempt's process may well have exited 0).
-        "slurm_state": (job.polled.state if job.polled is not None and not state.is_terminal
-                        else (attempt.state if attempt else None)),
+        "slurm_state": (polled.state if polled is not None else
+                        attempt.state if attempt and slurm_known else None),
+        "slurm_reason": polled.reason or None if polled is not None else None,
+        "partition": polled.partition or None if polled is not None else None,
         "gpus": state.gpus, "world_size": progress.world_size if progress is not None else None,
         "step": step or 0, "max_steps": job.spec["training"]["max_steps"],
         "target": job.spec["target"], "metrics": metrics or state.progress.get("metrics") or {},
-        "deadline": job.spec["deadline"], "slack_s": None, "eta": None, "rate_source": None,
-        "predicted_violation": None, "ended_at": None, "deadline_margin_s": None,
-        "deadline_met": None,
+        "deadline": job.spec["deadline"], "slack_s": None, "eta": None, "eta_source": None,
+        "rate_source": None, "predicted_violation": None, "ended_at": None,
+        "deadline_margin_s": None, "deadline_met": None,
         "pending_resize": state.pending_resize, "pinned_gpus": state.pinned_gpus,
         "held": state.held, "failures": state.failures,
         "errors": state.errors[-3:],
@@ -68,13 +91,62 @@ def status_record(job: LiveJob, now: float) -> dict[str, Any]:
                       deadline_met=margin >= 0)
         return record
     left, _ = remaining_steps(job)
-    # The all-inclusive rate (evaluations and saves counted: ptctl.jobs.progress).
+    # The all-inclusive rate (evaluations and saves counted: ptctl.jobs.progress); before the
+    # job measures one, the ETA is the plan's predicted finish.
     rate = progress.steps_per_s if progress is not None else None
-    eta = now + left / rate if rate and state.gpus else None
-    record.update(slack_s=deadline - now, eta=iso(eta), rate_source=(
-        "measured" if rate else state.estimates.get("rate_source")), predicted_violation=bool(
-        eta and eta > deadline) or bool(state.estimates.get("infeasible")))
+    measured = now + left / rate if rate and state.gpus else None
+    eta = measured if measured is not None else state.estimates.get("predicted_finish")
+    # The risk follows the ETA shown; with none, the plan's verdict.
+    late = eta > deadline if eta is not None else bool(state.estimates.get("infeasible"))
+    record.update(slack_s=deadline - now, eta=iso(eta), eta_source=(
+        None if eta is None else "measured" if measured is not None else "plan"),
+        rate_source="measured" if rate else state.estimates.get("rate_source"),
+        predicted_violation=late)
     return record
+
+
+def usage(state: JobState, profile: Profile, now: float) -> dict[str, Any]:
+    """Elapsed time and GPU-hours over all the job's attempts: accounting's figures where
+    Slurm keeps them (ElapsedRaw x allocated GPUs, requeued runs included), else ptctl's own
+    attempt records (start to end, or to now for a live attempt, x the attempt's GPUs)."""
+    ids = [a.slurm_job_id for a in state.attempts]
+    try:
+        accounted = backend_for(profile).usage(ids) if ids else {}
+    except SlurmUnreachableError:
+        accounted = {}
+    elapsed_s = gpu_s = 0.0
+    sources = set()
+    for attempt in state.attempts:
+        if attempt.slurm_job_id in accounted:
+            seconds, gpu_seconds = accounted[attempt.slurm_job_id]
+            # Accounting that does not track gres/gpu allocates none: the attempt's count.
+            gpu_seconds = gpu_seconds or seconds * attempt.gpus
+            sources.add("sacct")
+        else:
+            live = attempt is state.current_attempt and not state.is_terminal
+            end = attempt.ended_at or (iso(now) if live else None)
+            seconds = (epoch(end) - epoch(attempt.started_at)
+                       if attempt.started_at and end else 0.0)
+            gpu_seconds = seconds * attempt.gpus
+            sources.add("ptctl")
+        elapsed_s += seconds
+        gpu_s += gpu_seconds
+    return {"attempts": len(state.attempts), "elapsed_s": elapsed_s,
+            "gpu_hours": gpu_s / 3600.0, "source": "+".join(sorted(sources)) or None}
+
+
+# Times a job's estimates keep as epoch seconds, for the planner's arithmetic.
+_EPOCH_ESTIMATES = ("predicted_finish", "submitted_at")
+
+
+def state_document(state: JobState) -> dict[str, Any]:
+    """A job's record as `--json` shows it: every time ISO-8601 UTC (as everywhere in
+    `--json`), and without the policy's private memory."""
+    doc = state.to_dict()
+    doc.pop("policy_memory")
+    doc["estimates"] = {k: iso(v) if k in _EPOCH_ESTIMATES and isinstance(v, (int, float))
+                        else v for k, v in doc["estimates"].items()}
+    return doc
 
 
 def deadline_margin_s(state: JobState, spec: dict[str, Any]) -> float:

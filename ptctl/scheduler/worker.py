@@ -202,7 +202,7 @@ def _mark_finished(state: JobState, slurm_id: str, outcome) -> None:
 
 def _mark_stopped(state: JobState, slurm_id: str, reason: str) -> None:
     attempt = _attempt(state, slurm_id)
-    if attempt is not None:
+    if attempt is not None and attempt.state != "CANCELLED":  # `ptctl cancel` said so first
         attempt.ended_at, attempt.state, attempt.reason = utcnow(), "STOPPED", reason
 
 

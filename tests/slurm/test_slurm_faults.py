@@ -94,17 +94,32 @@ def past_a_checkpoint(status: dict) -> bool:
     return status["step"] >= 2 * TRAINING["checkpoint_every"] and status["phase"] == "running"
 
 
-def test_scancel_of_the_running_job(tmp_path: Path, training: dict):
+def test_owner_scancel_cancels_and_resume_continues(tmp_path: Path, training: dict):
+    """An owner's scancel of the running Slurm job ends the ptctl job cancelled after one
+    round (not relaunched); `ptctl resume` continues it from its checkpoint to the end."""
     watch = submit(tmp_path, "scancel", training)
     status = watch.until(past_a_checkpoint)
     first = status["attempts"][0]["slurm_job_id"]
-    saved = max(checkpoints(watch.job_id))
     subprocess.run(["scancel", first], check=True, timeout=30)
+    watch.until(lambda s: s["slurm_state"] == "CANCELLED")
+    result = run_cli("rebalance", "--json", "--wait-s", "5", env=SLURM)
+    assert result.returncode == 0, result.stderr
+    status = watch.status()
+    assert status["phase"] == "cancelled" and len(status["attempts"]) == 1, status
+    # scancel's SIGTERM reaches the tasks: they checkpoint before they end.
+    saved = max(checkpoints(watch.job_id))
+    hint = run_cli("result", watch.job_id, env=SLURM)
+    assert hint.returncode == 1 and f"ptctl resume {watch.job_id}" in hint.stderr
+    assert f"step_{saved}" in hint.stderr
+    resumed = run_cli("resume", watch.job_id, env=SLURM)
+    assert resumed.returncode == 0, resumed.stderr
     status = watch.until(lambda s: s["phase"] in ("finished", "unmet", "failed"), rebalance=True)
-    # scancel's SIGTERM reaches the tasks: they checkpoint (STOPPED) unless killed first.
-    assert len(status["attempts"]) >= 2 and status["attempts"][0]["state"] in (
-        "STOPPED", "CANCELLED", "FAILED", "LOST")
+    assert [a["state"] for a in status["attempts"]][0] == "CANCELLED"
     assert_finished_without_loss(watch, status, saved, training["max_steps"])
+    usage = status["usage"]
+    assert usage["attempts"] == len(status["attempts"]) and usage["source"] == "sacct"
+    hours = usage["elapsed_s"] / 3600  # each attempt ran on 1 or 2 GPUs
+    assert hours > 0 and hours * 0.999 <= usage["gpu_hours"] <= 2 * hours * 1.001
 
 
 def test_scontrol_requeue(tmp_path: Path, training: dict):
