@@ -22,6 +22,7 @@ from ptctl.bank.store import Bank, Entry, encode_prompt, sha256_bytes
 from ptctl.cli.bank import app
 from ptctl.jobs.registry import JobState
 from ptctl.jobs.spec import load_spec
+from ptctl.planner.convergence import PREDICTION_RELATIVE_SD
 from ptctl.scheduler.views import LiveJob, convergence
 from ptctl.tuning.launch import launch
 from ptctl.tuning.models import load_base_model, resolve_model
@@ -178,8 +179,9 @@ def test_the_planner_takes_the_banks_spread_as_its_margin(tmp_path):
     wide = prior({"predicted_steps": 100, "predicted_steps_sd_log": 0.7})
     assert wide.total_iterations == 100
     assert wide.sd_iterations == pytest.approx(100 * math.expm1(0.7))
-    # A job submitted before the bank reported a spread keeps the old relative sd.
-    assert prior({"predicted_steps": 100}).sd_iterations == pytest.approx(30.0)
+    # A job without the bank's own spread gets the one measured over the held-out runs.
+    assert prior({"predicted_steps": 100}).sd_iterations == pytest.approx(
+        100 * PREDICTION_RELATIVE_SD)
 
 
 def test_the_prediction_benchmark_compares_at_the_evaluation_resolution():
