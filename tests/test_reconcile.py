@@ -106,7 +106,7 @@ def test_who_ended_the_slurm_job_decides_cancelled_or_relaunched(tmp_path: Path,
                                                                  action):
     registry = Registry(tmp_path)
     attempt = SlurmAttempt("41", 1, "2026-11-21T18:00:00.000+00:00", state="RUNNING")
-    job_id = registry.create("gone", {"name": "gone", "deadline": "2030-01-01T00:00:00+00:00"},
+    job_id = registry.create("gone", _spec(),
                              phase="running", gpus=1, attempts=[attempt]).job_id
     job = load_job(registry, job_id)
     job.polled = polled
