@@ -125,7 +125,7 @@ def test_measured_starts_prefer_the_prediction_runs_and_count_censored_runs(tmp_
     table = builder.build(tmp_path)
     assert "heldout_convergence" in table["source"]
     assert [(r["start_over_random"], r["predicted_over_measured"]) for r in table["tasks"]["t"]] \
-        == [(0.25, 2.0), (0.0, 3.0)]  # seed 1: 0 / 610, and 30 / 10
+        == [(0.25, 2.0), (0.0164, 3.0)]  # seed 1: step 0 counts one interval: 10 / 610; 30 / 10
     (tmp_path / "heldout_prediction").mkdir()
     picks = [{"task": "t", "seed": 0, "init_picked": "random", "predicted_steps": 300,
               "measured_steps": 200, "max_steps": 600},
