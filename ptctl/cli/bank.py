@@ -162,8 +162,10 @@ def query(
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """The best initial prompt for a job spec (a bank entry, or the job's own random or text
-    start when no entry scores better), with its score and predicted steps."""
+    """The best initial prompt for a job spec, with its score and predicted steps.
+
+    A bank entry is picked only when it scores better than the job's own random (or text)
+    start on the task's samples."""
     from ptctl.bank import query as bank_query
     from ptctl.jobs.spec import load_spec
     from ptctl.tuning.models import scoring_dtype

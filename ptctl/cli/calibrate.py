@@ -21,9 +21,10 @@ def calibrate(
                                        help="Training steps to time.")] = 5,
     json: JsonOpt = False,
 ) -> None:
-    """Run a few timed steps of the spec's model and batch shape on one GPU of its partition
-    and add the speed to the state folder's speed record, so that `submit` plans this shape at
-    a measured rate instead of a guess."""
+    """Time a few steps of a spec's shape so that submit plans it at a measured rate.
+
+    The steps run on one GPU of the spec's partition, through the profile's backend; their
+    speed joins the state folder's speed record."""
     from ptctl.scheduler.calibration import calibrate as run_calibration
 
     out = Output(json_mode=json)

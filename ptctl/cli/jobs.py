@@ -174,8 +174,9 @@ def resize(job_id: Annotated[str, typer.Argument(help="A running job.")],
                                                  "checkpoint before leaving the relaunch to "
                                                  "rebalance.")] = 120.0,
            json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Checkpoint a running job and resubmit it with another GPU count; --pin keeps a count
-    (the current one, or --gpus N) through rebalances until --unpin."""
+    """Checkpoint a running job and resubmit it with another GPU count.
+
+    --pin keeps a count (the current one, or --gpus N) through rebalances until --unpin."""
     from ptctl.scheduler import control
 
     if gpus is None and pin is None:
@@ -257,8 +258,7 @@ def logs(job_id: Annotated[str, typer.Argument(help="The job.")],
 
 def result(job_id: Annotated[str, typer.Argument(help="An ended job with a result.")],
            json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """The tuned prompt of an ended job: where the adapter is, how well it did, whether it
-    reached its target and met its deadline."""
+    """The tuned prompt of an ended job: where it is, how well it did, deadline met or not."""
     out = Output(json_mode=json, quiet=quiet)
     registry = _registry(common.config())
     state = registry.load(job_id)
@@ -312,8 +312,7 @@ def resume(job_id: Annotated[str, typer.Argument(help="A cancelled or failed job
                                                  "ISO-8601 time or a duration from now "
                                                  "(90m, 2h).")] = None,
            json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Relaunch a cancelled job (or one failed by faults) from its kept checkpoint, planned
-    against its deadline as a submit is."""
+    """Relaunch a cancelled or faulted job from its kept checkpoint, planned like a submit."""
     from ptctl.scheduler import admission, control
 
     out = Output(json_mode=json, quiet=quiet)

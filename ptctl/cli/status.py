@@ -67,9 +67,11 @@ def status(
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Jobs with their Slurm job, partition, state (and pending reason), GPUs, progress,
-    deadline slack, ETA and predicted violation. While Slurm does not answer: ptctl's own
-    records with the Slurm columns unknown, then exit 75."""
+    """Jobs with their Slurm job, state, GPUs, progress, slack, ETA and risk.
+
+    Slurm job id, partition and state (with the pending reason) come from one squeue call.
+    While Slurm does not answer: ptctl's own records with the Slurm columns unknown, then
+    exit 75."""
     from ptctl.scheduler.status import status_rows, usage
 
     out = Output(json_mode=json, quiet=quiet)
