@@ -225,7 +225,7 @@ def choose_initial_prompt(bank_dir: str, spec: JobSpec, *, info: Notify | None =
     info(f"ptctl: starting from {start} (loss {result.score:.3f}; best entry "
          f"{result.best_entry} {result.best_entry_score:.3f}, {compared}; "
          f"{result.candidates_scored} candidates in {result.seconds:.1f} s); predicted "
-         f"{result.predicted_steps} steps ({result.interval_lo}-{result.interval_hi} at "
+         f"{steps_words(result.predicted_steps)} ({result.interval_lo}-{result.interval_hi} at "
          f"{result.interval_coverage:.0%})")
     return data
 
@@ -270,3 +270,6 @@ def scored_matrix(snap: Snapshot, tasks: list, model, tokenizer, samples: int = 
             progress("selection", t + 1, len(tasks))
     return out
 
+
+def steps_words(steps: int) -> str:
+    return f"{steps} step" if steps == 1 else f"{steps} steps"

@@ -183,7 +183,8 @@ def query(
     pick = result.prompt_id if result.init_picked == "bank" else f"{result.init_picked} start"
     out.emit(result.as_dict(), human=(
         f"{pick}: loss {result.score:.4f} (best entry {result.best_entry} "
-        f"{result.best_entry_score:.4f}, {starts}); predicted {result.predicted_steps} steps "
+        f"{result.best_entry_score:.4f}, {starts}); predicted "
+        f"{bank_query.steps_words(result.predicted_steps)} "
         f"({result.interval_lo}-{result.interval_hi} at {result.interval_coverage:.0%}); "
         f"{result.candidates_scored} of {result.eligible} candidates scored in "
         f"{result.seconds:.1f} s, {result.dtype} (model load {result.load_seconds:.1f} s)"))
