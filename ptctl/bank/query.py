@@ -46,7 +46,7 @@ class QueryResult:
     start_scores: dict[str, float]  # the loss of the job's own starts: random, text
     candidates_scored: int       # bank entries scored
     seconds: float               # the search: samples, features, LM scoring
-    load_seconds: float          # loading the base model (a warm pool has it loaded)
+    load_seconds: float          # loading the base model for scoring
     bank_size: int
     eligible: int
     exhaustive: bool
