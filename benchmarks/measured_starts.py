@@ -72,7 +72,7 @@ def picked_starts(records: Path, convergence: dict) -> tuple[str, list[dict]]:
             starts.append({"task": row["task"], "seed": int(row["seed"]),
                            "init": row["init_picked"], "predicted": row["predicted_steps"],
                            "measured": counted(row["measured_steps"], row["max_steps"], every),
-                           "every": every})
+                           "every": every, "sd_log": row.get("predicted_steps_sd_log")})
         return "benchmarks/records/heldout_prediction/runs.jsonl", starts
     starts = []
     for (task, init, seed), row in sorted(convergence.items()):
@@ -95,8 +95,9 @@ def build(records: Path) -> dict:
         if random is None:
             continue
         random_steps = counted(random["steps_to_target"], random["max_steps"], every_of(random))
+        sd_log = {"predicted_sd_log": start["sd_log"]} if start.get("sd_log") is not None else {}
         tasks.setdefault(start["task"], []).append({
-            "seed": start["seed"], "init": start["init"],
+            "seed": start["seed"], "init": start["init"], **sd_log,
             "start_over_random": round(max(start["measured"], start["every"])
                                        / max(random_steps, start["every"]), 4),
             "predicted_over_measured": round(max(start["predicted"], start["every"])

@@ -65,14 +65,19 @@ def test_ptctl_format_round_trip_and_errors(tmp_path):
     path = tmp_path / "pt.csv"
     write_ptctl_trace(path, jobs)
     again = read_trace(path, table)
-    assert [(j.job_id, j.iterations_bank, j.iterations_predicted) for j in again] == [
-        (j.job_id, j.iterations_bank, j.iterations_predicted) for j in jobs]
+    assert [(j.job_id, j.iterations_bank, j.iterations_predicted, j.predicted_sd_log)
+            for j in again] == [
+        (j.job_id, j.iterations_bank, j.iterations_predicted, j.predicted_sd_log) for j in jobs]
     bad = path.read_text().replace(",gpt-large,", ",gpt-huge,", 1)
     with pytest.raises(BadInputError, match=r"column 'model': unknown model 'gpt-huge'"):
         read_trace(write(tmp_path, bad, "bad.csv"), table)
-    # The prediction column is optional: a trace without it has no bank predictions.
+    # The prediction columns are optional: a trace without them has no bank predictions, and
+    # one without the spread plans its predictions with the measured one.
     lines = path.read_text().splitlines()
-    bare = "\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n"
+    no_spread = "\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n"
+    jobs = read_trace(write(tmp_path, no_spread, "s.csv"))
+    assert all(j.predicted_sd_log is None and j.iterations_predicted for j in jobs)
+    bare = "\n".join(line.rsplit(",", 2)[0] for line in lines) + "\n"
     assert all(j.iterations_predicted is None for j in read_trace(write(tmp_path, bare, "b.csv")))
 
 
@@ -84,11 +89,14 @@ def test_generator_resamples_the_measured_starts():
     assert generate(GenSpec(jobs=300, seed=1)) == jobs
     seen = set()
     for j in jobs:
-        [run] = {(ratio, error) for ratio, error in runs
-                 if j.iterations_bank == max(10, round(j.iterations * ratio))
-                 and j.iterations_predicted == max(1, round(j.iterations_bank * error))}
-        seen.add(run)
+        matching = {(ratio, error, sd_log) for ratio, error, sd_log in runs
+                    if j.iterations_bank == max(10, round(j.iterations * ratio))
+                    and j.iterations_predicted == max(1, round(j.iterations_bank * error))
+                    and j.predicted_sd_log == sd_log}
+        assert matching, j
+        seen |= matching
     assert seen == runs  # 300 draws reach every measured run
+    assert all(j.predicted_sd_log is not None for j in jobs)  # the query's own spread
     assert any(j.iterations_bank > j.iterations for j in jobs)
 
 
@@ -98,6 +106,18 @@ def test_the_planner_gives_a_prediction_the_measured_spread():
     measured = json.loads((files("ptctl.sim") / "measured_starts.json").read_text())
     assert PREDICTION_RELATIVE_SD == measured["prediction_rms_relative_error"]
     assert from_bank_prediction(200).sd_iterations == pytest.approx(200 * PREDICTION_RELATIVE_SD)
+
+
+def test_the_simulator_plans_a_prediction_with_the_spread_its_query_stated():
+    """As `ptctl rebalance` takes a job's `predicted_steps_sd_log`, the simulator takes each
+    job's `predicted_sd_log`: a narrow one plans tighter (fewer GPU-hours) than a wide one."""
+    from dataclasses import replace
+
+    config = SimConfig(ClusterModel(32), prompt_tuning_throughputs(), estimate_rel_sd=0.2)
+    jobs = generate(GenSpec(jobs=40, rate_per_hour=40, seed=0))
+    hours = {sd: simulate([replace(j, predicted_sd_log=sd) for j in jobs], "prompttuner",
+                          config).summary()["gpu_hours"] for sd in (0.1, 2.0)}
+    assert hours[0.1] < hours[2.0]
 
 
 def test_measured_starts_prefer_the_prediction_runs_and_count_censored_runs(tmp_path):

@@ -108,7 +108,10 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
             return
         total = job.iterations_bank if policy.uses_bank else job.iterations
         if policy.uses_bank and job.iterations_predicted is not None:
-            prior = from_bank_prediction(job.iterations_predicted)
+            prior = (from_bank_prediction(job.iterations_predicted)
+                     if job.predicted_sd_log is None else
+                     from_bank_prediction(job.iterations_predicted,
+                                          math.expm1(job.predicted_sd_log)))
             first, spread = prior.total_iterations, prior.sd_iterations / prior.total_iterations
         else:
             error = float(noise[index]) if noise is not None else 0.0

@@ -99,9 +99,9 @@ def load_convergence(path: str | Path | None) -> dict:
     return settings
 
 
-def load_measured_starts() -> list[list[tuple[float, float]]]:
-    """Per held-out task, its runs as (start/random step ratio, predicted/measured steps), from
-    the package's measured_starts.json."""
+def load_measured_starts() -> list[list[tuple[float, float, float | None]]]:
+    """Per held-out task, its runs as (start/random step ratio, predicted/measured steps, the
+    sd of log(steps) the query stated or None), from the package's measured_starts.json."""
     origin = f"ptctl/sim/{MEASURED_STARTS}"
     data = parse_json((files("ptctl.sim") / MEASURED_STARTS).read_text(), origin)
     tasks = data.get("tasks") if isinstance(data, dict) else None
@@ -117,7 +117,11 @@ def load_measured_starts() -> list[list[tuple[float, float]]]:
                     and math.isfinite(ratio) and math.isfinite(error)):
                 raise BadInputError(f"{origin}: task {excerpt(task)}: each run needs "
                                     "start_over_random >= 0 and predicted_over_measured > 0")
-            rows.append((float(ratio), float(error)))
+            sd_log = run.get("predicted_sd_log")
+            if sd_log is not None and not (_number(sd_log) and 0 <= sd_log <= 10):
+                raise BadInputError(f"{origin}: task {excerpt(task)}: predicted_sd_log must "
+                                    "be a number in [0, 10]")
+            rows.append((float(ratio), float(error), None if sd_log is None else float(sd_log)))
         if not rows:
             raise BadInputError(f"{origin}: task {excerpt(task)} has no runs")
         table.append(rows)
@@ -181,7 +185,7 @@ def generate(spec: GenSpec, convergence: dict | None = None) -> list[SimJob]:
     for i in range(spec.jobs):
         model = spec.models[models[i]]
         random_iters = max(50.0, round(conv["random_iterations_median"][model] * math.exp(iter_noise[i])))
-        ratio, error = starts[i]
+        ratio, error, sd_log = starts[i]
         # Not capped at 1: a bank prompt can also start a task worse than a random one.
         bank_iters = max(10.0, round(random_iters * ratio))
         predicted = None if error is None else max(1.0, round(bank_iters * error))
@@ -189,16 +193,17 @@ def generate(spec: GenSpec, convergence: dict | None = None) -> list[SimJob]:
         arrival = round(float(arrivals[i]), 3)
         jobs.append(SimJob(f"pt-{i:05d}", arrival, round(arrival + ks[i] * duration, 3), model,
                            PROMPT_TUNING_BATCH, random_iters, bank_iters, 1, spec.max_gpus,
-                           predicted))
+                           predicted, None if predicted is None else sd_log))
     return jobs
 
 
 def _bank_starts(rng: np.random.Generator, count: int,
-                 conv: dict) -> list[tuple[float, float | None]]:
-    """Per job, (bank/random step ratio, predicted/measured steps or None for no prediction)."""
+                 conv: dict) -> list[tuple[float, float | None, float | None]]:
+    """Per job, (bank/random step ratio, predicted/measured steps or None for no prediction,
+    the prediction's stated sd of log(steps) or None)."""
     if conv["bank_over_random_median"] is not None:
         noise = rng.normal(0.0, conv["bank_over_random_sigma"], size=count)
-        return [(conv["bank_over_random_median"] * math.exp(x), None) for x in noise]
+        return [(conv["bank_over_random_median"] * math.exp(x), None, None) for x in noise]
     measured = load_measured_starts()
     tasks = rng.integers(len(measured), size=count)
     picks = rng.random(size=count)

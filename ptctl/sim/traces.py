@@ -6,10 +6,11 @@ ElasticFlow CSV (either spelling of three columns):
 
 ptctl prompt-tuning CSV (written by `ptctl sim gen`):
     job_id, arrival_s, deadline_s, model, iterations, iterations_bank, global_batch,
-    min_gpus, max_gpus [, iterations_predicted]
+    min_gpus, max_gpus [, iterations_predicted [, predicted_sd_log]]
   `iterations` is what the job needs from a random initial prompt, `iterations_bank` from the
   Prompt Bank's initial prompt, `iterations_predicted` what the bank's query predicted for it
-  (empty or absent: no prediction); times are seconds, the deadline absolute.
+  and `predicted_sd_log` the spread the query stated (empty or absent: no prediction, or the
+  measured spread of all predictions); times are seconds, the deadline absolute.
 
 Every malformed row raises BadInputError naming the file, the row (the line it starts on,
 header = line 1) and the column; the file itself is read through safeload.read_csv (size limit,
@@ -30,6 +31,7 @@ from ptctl.safeload import MAX_DATA_BYTES, read_csv, read_text
 PTCTL_COLUMNS = ("job_id", "arrival_s", "deadline_s", "model", "iterations", "iterations_bank",
                  "global_batch", "min_gpus", "max_gpus")
 PREDICTED_COLUMN = "iterations_predicted"
+SD_LOG_COLUMN = "predicted_sd_log"
 _EF_SPELLINGS = {
     "arrival": ("submission_time", "submit_time"),
     "iterations": ("num_iteration", "iteration"),
@@ -52,6 +54,7 @@ class SimJob:
     min_gpus: int = 1
     max_gpus: int = 64
     iterations_predicted: float | None = None  # the bank's prediction of iterations_bank
+    predicted_sd_log: float | None = None  # the sd of log(steps) the query stated with it
 
     def __post_init__(self) -> None:
         if len(self.job_id) > 80:
@@ -67,6 +70,9 @@ class SimJob:
         if self.iterations_predicted is not None and not self.iterations_predicted > 0:
             raise BadInputError(f"job {self.job_id}: iterations_predicted="
                                 f"{self.iterations_predicted} must be > 0")
+        if self.predicted_sd_log is not None and not 0 <= self.predicted_sd_log <= 10:
+            raise BadInputError(f"job {self.job_id}: predicted_sd_log="
+                                f"{self.predicted_sd_log} must be in [0, 10]")
         if not 1 <= self.min_gpus <= self.max_gpus:
             raise BadInputError(f"job {self.job_id}: need 1 <= min_gpus ({self.min_gpus}) <= "
                                 f"max_gpus ({self.max_gpus})")
@@ -204,13 +210,17 @@ def _read_ptctl(path: Path, rows, header: list[str],
         max_gpus = row.integer("max_gpus")
         if max_gpus < min_gpus:
             raise row.fail("max_gpus", f"{max_gpus} is below min_gpus {min_gpus}")
-        predicted = None
+        predicted = sd_log = None
         if (raw.get(PREDICTED_COLUMN) or "").strip():
             predicted = row.number(PREDICTED_COLUMN, minimum=1)
+        if (raw.get(SD_LOG_COLUMN) or "").strip():
+            sd_log = row.number(SD_LOG_COLUMN)
+            if sd_log > 10:
+                raise row.fail(SD_LOG_COLUMN, f"{sd_log:g} must be <= 10")
         jobs.append(SimJob(row.text("job_id"), arrival, deadline, model, batch,
                            row.number("iterations", minimum=1),
                            row.number("iterations_bank", minimum=1), min_gpus, max_gpus,
-                           predicted))
+                           predicted, sd_log))
     return jobs
 
 
@@ -222,12 +232,13 @@ def write_ptctl_trace(path: str | Path, jobs: list[SimJob]) -> None:
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(PTCTL_COLUMNS + (PREDICTED_COLUMN,))
+    writer.writerow(PTCTL_COLUMNS + (PREDICTED_COLUMN, SD_LOG_COLUMN))
     for j in jobs:
         predicted = "" if j.iterations_predicted is None else int(round(j.iterations_predicted))
+        sd_log = "" if j.predicted_sd_log is None else repr(j.predicted_sd_log)
         writer.writerow([j.job_id, f"{j.arrival_s:.3f}", f"{j.deadline_s:.3f}", j.model,
                          int(round(j.iterations)), int(round(j.iterations_bank)), j.global_batch,
-                         j.min_gpus, j.max_gpus, predicted])
+                         j.min_gpus, j.max_gpus, predicted, sd_log])
     atomic_write_text(path, buf.getvalue())
 
 
