@@ -66,3 +66,5 @@ def test_a_second_submit_of_an_unmet_task_predicts_all_its_steps(tmp_path: Path)
     plan = json.loads(again.stdout)["plan"]
     job_id = json.loads(first.stdout)["job_id"]
     assert plan["predicted_steps"] == 8 and plan["predicted_steps_from"] == f"job {job_id}"
+    # The repeat is what the job plans with (its estimates), not only what submit prints.
+    assert plan["predicted_steps_sd_log"] == 0.0 and plan["predicted_interval"] == [8, 8]

@@ -62,15 +62,18 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
     # The bank's prediction with its spread and what the pick was compared with; without a
     # bank query, the whole run.
     prediction = choice["estimates"] if choice else {"predicted_steps": spec.training.max_steps}
-    predicted = prediction["predicted_steps"]
     registry = Registry(cfg.home)
     spec_dict = resolved_spec_dict(spec, now)
     repeat = earlier_run(registry, spec_dict, choice["prompt_id"] if choice else None)
     if repeat is not None:
-        predicted = repeat.steps
+        # Deterministic training: the steps the earlier job took, with no spread around them.
+        prediction = prediction | {"predicted_steps": repeat.steps,
+                                   "predicted_steps_sd_log": 0.0,
+                                   "predicted_interval": [repeat.steps, repeat.steps]}
         if info:
             info(f"{origin}: predicted {repeat.steps} steps, as job {repeat.job_id} of the same "
                  "task from the same initial prompt took")
+    predicted = prediction["predicted_steps"]
     digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
     earlier = registry.submitted_since(digest, DUPLICATE_WINDOW_S)
     if earlier is not None and warn:
