@@ -51,6 +51,14 @@ def from_bank_prediction(iterations: float,
     return ConvergenceEstimate(float(iterations), float(iterations) * relative_sd)
 
 
+def stated_prediction(iterations: float, sd_log: float | None) -> ConvergenceEstimate:
+    """The prior of a prediction whose query stated its spread as the sd of log(steps): a
+    relative sd of exp(sd_log) - 1 (prediction + 1 sd is its +1 sd quantile); a prediction
+    without one gets the spread measured over all of them."""
+    return from_bank_prediction(iterations, PREDICTION_RELATIVE_SD if sd_log is None
+                                else math.expm1(sd_log))
+
+
 def fit_power_curve(steps, losses) -> tuple[float, float, float, float]:
     """Fit loss = a + b*(t+1)^-c; returns (a, b, c, residual sd). Needs >= 4 points."""
     import numpy as np

@@ -7,7 +7,6 @@ backend.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,7 +19,7 @@ from ptctl.errors import PtctlError
 from ptctl.jobs.lifecycle import Phase
 from ptctl.jobs.progress import Progress
 from ptctl.jobs.registry import JobState, Registry
-from ptctl.planner.convergence import ConvergenceEstimate, from_bank_prediction, refit
+from ptctl.planner.convergence import ConvergenceEstimate, refit, stated_prediction
 from ptctl.planner.gpu_need import ClusterModel, ResizeCost
 from ptctl.planner.interface import Decision, JobView, Policy
 from ptctl.planner.policies import decide
@@ -211,10 +210,8 @@ def convergence(job: LiveJob) -> ConvergenceEstimate:
     own eval curve (error rate for accuracy targets, loss for loss targets)."""
     max_steps = job.spec["training"]["max_steps"]
     predicted = job.state.estimates.get("predicted_steps") or max_steps
-    sd_log = job.state.estimates.get("predicted_steps_sd_log")
-    # The bank's log-spread as a relative sd: prediction + 1 sd = its exp(+1 sd) quantile.
-    prior = (from_bank_prediction(min(predicted, max_steps)) if sd_log is None
-             else from_bank_prediction(min(predicted, max_steps), math.expm1(sd_log)))
+    prior = stated_prediction(min(predicted, max_steps),
+                              job.state.estimates.get("predicted_steps_sd_log"))
     curve = job.progress.eval_curve if job.progress else []
     metric, _, value = str(job.spec["target"]).split()
     if len(curve) >= 4:

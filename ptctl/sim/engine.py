@@ -16,7 +16,7 @@ merged with everything else due by then. At each round:
 
 What a policy knows of a job's iterations: a bank-using policy plans a job that carries the
 Prompt Bank's prediction (`iterations_predicted`) as the live scheduler does, with
-`from_bank_prediction`'s prior (the prediction and its relative spread); any other job is planned
+`stated_prediction`'s prior (the prediction and the spread its query stated); any other job is planned
 on its true iterations times 1 + a Gaussian error of `estimate_rel_sd`. Either first estimate
 moves linearly to the truth as the job progresses (the live scheduler refits it on the job's
 loss curve), and its spread shrinks in proportion to the work left.
@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from ptctl.planner.convergence import from_bank_prediction
+from ptctl.planner.convergence import stated_prediction
 from ptctl.planner.gpu_need import elasticflow_overhead_s
 from ptctl.planner.interface import JobView, Policy
 from ptctl.planner.policies import decide, get_policy
@@ -108,10 +108,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
             return
         total = job.iterations_bank if policy.uses_bank else job.iterations
         if policy.uses_bank and job.iterations_predicted is not None:
-            prior = (from_bank_prediction(job.iterations_predicted)
-                     if job.predicted_sd_log is None else
-                     from_bank_prediction(job.iterations_predicted,
-                                          math.expm1(job.predicted_sd_log)))
+            prior = stated_prediction(job.iterations_predicted, job.predicted_sd_log)
             first, spread = prior.total_iterations, prior.sd_iterations / prior.total_iterations
         else:
             error = float(noise[index]) if noise is not None else 0.0
