@@ -27,8 +27,9 @@ from ptctl.planner import speeds
 from ptctl.scheduler.limits import check_spec
 from ptctl.scheduler.repeats import earlier_run
 from ptctl.scheduler.round import Tick, launch_or_record, round_lock
-from ptctl.scheduler.views import (PRIOR_STEPS_PER_S, LiveJob, epoch, fences, held_gpus, iso,
-                                   job_view, load_live_jobs, plan, poll_attempts)
+from ptctl.scheduler.views import (PRIOR_STEPS_PER_S, Fence, LiveJob, epoch, fences,
+                                   held_gpus, iso, job_view, load_live_jobs, plan,
+                                   poll_attempts)
 
 Say = Callable[[str], None]
 # A second submit of the same spec content within this long is warned about (a retyped
@@ -82,13 +83,7 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
     # A dry run writes nothing, not even the lock's file: it waits for a round under way only
     # where one has run before.
     with round_lock(registry, create=not dry_run):
-        jobs = load_live_jobs(registry)
-        for line in jobs.unreadable if warn else ():
-            warn(f"skipped: {line}")
-        fenced = fences(registry, jobs, profile)
-        poll_attempts(jobs, profile, fenced)
-        for line in [f.line() for f in fenced if f.gpus] if warn else ():
-            warn(line)
+        jobs, fenced = _live_jobs(registry, profile, warn)
         speed = prior_speed(cfg.home, spec_dict, profile)
         estimates = {**prediction, **speed}
         draft = LiveJob(JobState(job_id="new-job-0000", name=spec.name, created_at=now.isoformat(),
@@ -131,18 +126,33 @@ def submit(cfg: Config, profile: Profile, spec: JobSpec, *, origin: str,
             # the overhead the speed record measures).
             estimates=estimates | {"planned_gpus": decision.gpus,
                                    "submitted_at": now.timestamp()})
-        start_now(registry, jobs, LiveJob(state, spec_dict, None), view.allowed_gpus,
-                  decision.gpus, profile, answer, warn, fenced_gpus=sum(f.gpus for f in fenced))
+        start_now(registry, jobs, fenced, LiveJob(state, spec_dict, None), view.allowed_gpus,
+                  decision.gpus, profile, answer, warn)
     return answer
 
 
-def start_now(registry: Registry, jobs: list[LiveJob], job: LiveJob, allowed: tuple[int, ...],
-              planned: int, profile: Profile, answer: dict[str, Any], warn: Say | None,
-              fenced_gpus: int = 0) -> None:
-    """Launch a just admitted job on the GPUs free now, up to its planned count (else the
-    next round starts it), and say so in `answer`: job_id, launched_gpus, slurm_job_id and
-    any launch_error. `fenced_gpus`: held by jobs whose records cannot be read."""
-    free = profile.gpu_budget - sum(held_gpus(j) for j in jobs) - fenced_gpus
+def _live_jobs(registry: Registry, profile: Profile,
+               warn: Say | None) -> tuple[list[LiveJob], list[Fence]]:
+    """The live jobs a new or resumed job is planned beside, their attempts polled, and the
+    GPUs unreadable records may hold, each skipped record and fence said in one line."""
+    jobs = load_live_jobs(registry)
+    for line in jobs.unreadable if warn else ():
+        warn(f"skipped: {line}")
+    fenced = fences(registry, jobs, profile)
+    poll_attempts(jobs, profile, fenced)
+    for line in [f.line() for f in fenced if f.gpus] if warn else ():
+        warn(line)
+    return jobs, fenced
+
+
+def start_now(registry: Registry, jobs: list[LiveJob], fenced: list[Fence], job: LiveJob,
+              allowed: tuple[int, ...], planned: int, profile: Profile, answer: dict[str, Any],
+              warn: Say | None) -> None:
+    """Launch a just admitted job on the GPUs free now (none held by the live jobs or fenced
+    for unreadable ones), up to its planned count (else the next round starts it), and say so
+    in `answer`: job_id, launched_gpus, slurm_job_id and any launch_error."""
+    free = (profile.gpu_budget - sum(held_gpus(j) for j in jobs)
+            - sum(f.gpus for f in fenced))
     gpus = max((g for g in allowed if g <= min(planned, free)), default=0)
     if job.state.held:
         gpus = 0
@@ -187,9 +197,7 @@ def resume(cfg: Config, profile: Profile, job_id: str, *, best_effort: bool = Fa
         if epoch(spec["deadline"]) <= now.timestamp() and not best_effort:
             raise BadInputError(f"job {job_id}: deadline {spec['deadline']} has passed; give "
                                 "--deadline for a new one, or --best-effort to run anyway")
-        jobs = load_live_jobs(registry)
-        fenced = fences(registry, jobs, profile)
-        poll_attempts(jobs, profile, fenced)
+        jobs, fenced = _live_jobs(registry, profile, warn)
         job = LiveJob(dataclasses.replace(state, phase=Phase.QUEUED, gpus=0), spec,
                       registry.read_progress(job_id))
         view = job_view(job, profile)
@@ -219,8 +227,8 @@ def resume(cfg: Config, profile: Profile, job_id: str, *, best_effort: bool = Fa
                                 infeasible=not feasible, reason=decision.reason)
 
         job.state = registry.update(job_id, reopen)
-        start_now(registry, jobs, job, view.allowed_gpus, decision.gpus, profile, answer, warn,
-                  fenced_gpus=sum(f.gpus for f in fenced))
+        start_now(registry, jobs, fenced, job, view.allowed_gpus, decision.gpus, profile,
+                  answer, warn)
     return answer
 
 
