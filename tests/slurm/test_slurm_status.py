@@ -21,6 +21,15 @@ def _squeue(slurm_id: str, fmt: str) -> str:
                           capture_output=True, text=True, timeout=30).stdout.strip()
 
 
+def _pending_reason(slurm_id: str, expected: str, timeout_s: float = 60.0) -> str:
+    """squeue's reason for the pending job once Slurm's scheduler has looked at it: right
+    after sbatch, and while other jobs hold the node, it may still read None or Resources."""
+    stop = time.monotonic() + timeout_s
+    while (reason := _squeue(slurm_id, "%r")) != expected and time.monotonic() < stop:
+        time.sleep(1.0)
+    return reason
+
+
 def _cells(table: str, job_id: str) -> list[str]:
     """The cells of a job's row in a plain (piped) table: columns are 2+ spaces apart."""
     line = next(ln for ln in table.splitlines() if ln.startswith(job_id))
@@ -36,10 +45,10 @@ def test_status_reads_like_squeue_survives_an_outage_and_sees_an_owner_scancel(t
                      slurm={"sbatch_args": {"begin": "now+1hour"}})
     job_id = run_cli("submit", str(spec), "-q", env=SLURM).stdout.strip()
     try:
-        row = json.loads(_status(job_id, "--json").stdout)[0]
-        slurm_id = row["slurm_job_id"]
-        reason = _squeue(slurm_id, "%r")
+        slurm_id = json.loads(_status(job_id, "--json").stdout)[0]["slurm_job_id"]
+        reason = _pending_reason(slurm_id, "BeginTime")
         assert reason == "BeginTime" and _squeue(slurm_id, "%P") == "debug"
+        row = json.loads(_status(job_id, "--json").stdout)[0]
         assert (row["slurm_state"], row["slurm_reason"], row["partition"]) == \
             ("PENDING", reason, "debug")
         assert row["slurm_known"] is True and row["usage"]["attempts"] == 1
