@@ -40,6 +40,7 @@ class Tick:
     decisions: list[Decision] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # job records skipped, one line each
     fenced: list[Fence] = field(default_factory=list)  # GPUs unreadable jobs may hold
+    signalled: set[str] = field(default_factory=set)  # attempts sent a stop signal this round
 
     def act(self, job_id: str, action: str, **detail: Any) -> None:
         self.actions.append({"job": job_id, "action": action, **detail})
@@ -157,6 +158,7 @@ def request_resize(registry: Registry, job: LiveJob, gpus: int, profile: Profile
     if job.state.pending_resize is None:
         return  # it ended since the round read it
     backend_for(profile).signal(attempt.slurm_job_id, signal.SIGUSR2)
+    tick.signalled.add(attempt.slurm_job_id)
     tick.act(job.job_id, "resize", gpus_from=attempt.gpus, gpus_to=gpus)
 
 
@@ -197,9 +199,14 @@ def complete_resizes(registry: Registry, jobs: list[LiveJob], profile: Profile, 
     backend = backend_for(profile)
     waiting = [j for j in jobs if j.state.pending_resize]
     poll_attempts(waiting, profile)
+    # Signal again the attempts an earlier round asked to stop (it may have died before its
+    # signal went out), once: a second USR2 that reaches rank 0 after its training loop stopped
+    # lands in submitit's handler instead of the loop's.
     for job in waiting:
-        if job.attempt_alive:  # again: a rebalance may have died before its signal went out
-            backend.signal(job.state.current_attempt.slurm_job_id, signal.SIGUSR2)
+        attempt_id = job.state.current_attempt.slurm_job_id
+        if job.attempt_alive and attempt_id not in tick.signalled:
+            backend.signal(attempt_id, signal.SIGUSR2)
+            tick.signalled.add(attempt_id)
     while waiting:
         poll_attempts(waiting, profile)
         still = []

@@ -19,6 +19,7 @@ from ptctl.jobs.lifecycle import Phase, move
 from ptctl.fsutil import utcnow
 from ptctl.jobs.registry import JobState, Registry
 from ptctl.jobs.spec import spec_from_dict
+from ptctl.scheduler.views import ENDED_ATTEMPT_STATES
 
 # How often (seconds) rank 0 re-reads the registry to see whether a resize is pending.
 STOP_CHECK_EVERY_S = 2.0
@@ -114,12 +115,18 @@ class TuningTask:
         return summary
 
     def checkpoint(self, *args, **kwargs):
-        """submitit calls this on SIGUSR2 outside the training loop (interpreter start, model
-        load): the last checkpoint on disk is already the state to resume, so requeue as is,
-        or end the attempt (None) when a resize is pending so that rebalance relaunches it."""
+        """submitit calls this on rank 0 for a SIGUSR2 outside the training loop (interpreter
+        start, model load, or a repeated signal after the loop stopped): the last checkpoint on
+        disk is already the state to resume, so requeue as is, or end the attempt (None) when a
+        resize is pending so that rebalance relaunches it. Ending it is recorded here: submitit
+        then raises wherever rank 0 is, and that exception is not a failure."""
         import submitit
 
-        if Registry(self.home).load(self.job_id).pending_resize is not None:
+        registry = Registry(self.home)
+        if registry.load(self.job_id).pending_resize is not None:
+            slurm_id = str(submitit.JobEnvironment().job_id)
+            registry.update(self.job_id, lambda st: _mark_stopped(
+                st, slurm_id, "stopped for a resize outside the training loop"))
             return None
         return submitit.helpers.DelayedSubmission(TuningTask(self.home, self.job_id))
 
@@ -202,7 +209,8 @@ def _mark_finished(state: JobState, slurm_id: str, outcome) -> None:
 
 def _mark_stopped(state: JobState, slurm_id: str, reason: str) -> None:
     attempt = _attempt(state, slurm_id)
-    if attempt is not None and attempt.state != "CANCELLED":  # `ptctl cancel` said so first
+    # `ptctl cancel` may have said CANCELLED first; an attempt already ended keeps its record.
+    if attempt is not None and attempt.state not in ENDED_ATTEMPT_STATES:
         attempt.ended_at, attempt.state, attempt.reason = utcnow(), "STOPPED", reason
 
 
@@ -215,6 +223,8 @@ def _mark_requeued(state: JobState, slurm_id: str, reason: str) -> None:
 
 def _mark_attempt_failed(state: JobState, slurm_id: str, message: str, fatal: bool) -> None:
     attempt = _attempt(state, slurm_id)
+    if attempt is not None and attempt.state == "STOPPED":
+        return  # stopped for a resize: submitit's exception on the way out is no failure
     if attempt is not None:
         attempt.ended_at, attempt.state, attempt.reason = utcnow(), "FAILED", message
         attempt.fatal = fatal

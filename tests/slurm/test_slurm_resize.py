@@ -59,7 +59,7 @@ def test_resize_grow_and_shrink_keeps_the_result(tmp_path: Path):
     attempts = status["attempts"]
     assert [a["gpus"] for a in attempts] == [1, 2, 1]
     assert len({a["slurm_job_id"] for a in attempts}) == 3
-    assert [a["state"] for a in attempts[:2]] == ["STOPPED", "STOPPED"]
+    assert [a["state"] for a in attempts[:2]] == ["STOPPED", "STOPPED"], (attempts, status)
 
     home = tmp_path / "ptctl-home" / "jobs" / job_id
     ours = load_file(home / "result" / "adapter_model.safetensors")
