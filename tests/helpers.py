@@ -149,6 +149,30 @@ def steps_for_seconds(tmp_path: Path, training: dict, seconds: float, at_least: 
     return max(at_least, int(speed * seconds))
 
 
+class RecordingBackend:
+    """Stands in for the scheduler backend in tests of round logic: signals are recorded, not
+    sent, and no attempt is found by name. Subclasses say how attempts are submitted and
+    polled."""
+
+    def __init__(self) -> None:
+        self.signals: list = []
+
+    def find_by_name(self, name):
+        return None
+
+    def signal(self, attempt_id, sig):
+        self.signals.append((attempt_id, sig))
+
+
+def use_backend(monkeypatch, fake):
+    """Every scheduler module that asks for a backend gets `fake`."""
+    from ptctl.scheduler import control, launch, round as round_mod, views
+
+    for module in (control, launch, round_mod, views):
+        monkeypatch.setattr(module, "backend_for", lambda profile: fake)
+    return fake
+
+
 # --- the local Slurm cluster --------------------------------------------------------------------
 
 def slurm_unavailable(reason: str) -> None:

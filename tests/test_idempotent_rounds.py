@@ -4,31 +4,29 @@ start jobs, record a failed launch, requeue a stopped attempt, retry a failed on
 from __future__ import annotations
 
 import itertools
-import signal
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from helpers import tiny_spec
+from helpers import RecordingBackend, tiny_spec, use_backend
 from ptctl.backends.base import AttemptStatus
 from ptctl.config import Profile
 from ptctl.errors import PtctlError
 from ptctl.jobs.registry import Registry, SlurmAttempt
 from ptctl.jobs.spec import load_spec, resolved_spec_dict
-from ptctl.scheduler import launch, round as round_mod, views
 from ptctl.scheduler.round import rebalance_once
 
 PROFILE = Profile(name="test", executor="local", gpus_per_node=4, gpu_budget=4)
 
 
-class Backend:
+class Backend(RecordingBackend):
     """Attempts it submitted stay pending; the job named `refused` is never accepted."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.ids = itertools.count(100)
         self.submitted: dict[str, str] = {}
-        self.signals: list[tuple[str, signal.Signals]] = []
 
     def submit(self, task, *, folder, gpus, name, comment=""):
         if name.startswith("refused"):
@@ -40,19 +38,10 @@ class Backend:
     def poll(self, attempt_ids):
         return {a: AttemptStatus(a, "PENDING") for a in attempt_ids if a in self.submitted}
 
-    def find_by_name(self, name):
-        return None
-
-    def signal(self, attempt_id, sig):
-        self.signals.append((attempt_id, sig))
-
 
 @pytest.fixture
 def backend(monkeypatch) -> Backend:
-    fake = Backend()
-    for module in (launch, round_mod, views):
-        monkeypatch.setattr(module, "backend_for", lambda profile: fake)
-    return fake
+    return use_backend(monkeypatch, Backend())
 
 
 def _snapshot(home: Path) -> dict[str, tuple[int, bytes]]:

@@ -13,39 +13,27 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tiny_spec
+from helpers import RecordingBackend, tiny_spec, use_backend
 from ptctl.backends.base import AttemptStatus
 from ptctl.config import Profile
 from ptctl.jobs.registry import Registry, SlurmAttempt
 from ptctl.jobs.spec import load_spec, resolved_spec_dict
-from ptctl.scheduler import control, launch, round as round_mod, views, worker
+from ptctl.scheduler import control, worker
 from ptctl.scheduler.round import rebalance_once
 
 PROFILE = Profile(name="test", executor="local", gpus_per_node=4, gpu_budget=4)
 
 
-class Backend:
+class Backend(RecordingBackend):
     """Every attempt runs until signalled; signals are recorded, not delivered."""
-
-    def __init__(self) -> None:
-        self.signals: list[tuple[str, signal.Signals]] = []
 
     def poll(self, attempt_ids):
         return {a: AttemptStatus(a, "RUNNING") for a in attempt_ids}
 
-    def find_by_name(self, name):
-        return None
-
-    def signal(self, attempt_id, sig):
-        self.signals.append((attempt_id, sig))
-
 
 @pytest.fixture
 def backend(monkeypatch) -> Backend:
-    fake = Backend()
-    for module in (control, launch, round_mod, views):
-        monkeypatch.setattr(module, "backend_for", lambda profile: fake)
-    return fake
+    return use_backend(monkeypatch, Backend())
 
 
 def _running_job(tmp_path: Path, registry: Registry, **fields) -> str:
@@ -69,7 +57,7 @@ def test_a_resize_signals_its_attempt_once(tmp_path: Path, backend: Backend):
 def test_a_round_signals_again_a_resize_asked_earlier(tmp_path: Path, backend: Backend):
     """The process that asked may have died between recording the resize and signalling."""
     registry = Registry(tmp_path / "home")
-    job_id = _running_job(tmp_path, registry, pending_resize={
+    _running_job(tmp_path, registry, pending_resize={
         "gpus": 2, "from_slurm_job_id": "41", "requested_at": "2026-01-01T00:01:00.000+00:00"})
     rebalance_once(registry, PROFILE, "prompttuner", resize_wait_s=0)
     assert backend.signals == [("41", signal.SIGUSR2)]
