@@ -1,17 +1,21 @@
-"""A resize reaches a running attempt as one SIGUSR2, and a stop that lands outside the training
-loop is recorded as a stop, not a failure.
+"""A resize reaches a running attempt as one SIGUSR2 per round, a USR2 that arrives after the
+training loop stopped is ignored, and submitit's end of an attempt whose resize is pending is
+recorded as a stop, not a failure.
 
-A second USR2 right after the first reaches rank 0 once its training loop has stopped and handed
-the signal back to submitit, whose handler then raises wherever rank 0 is: the attempt once read
-FAILED although it stopped as asked and resumed fine."""
+A USR2 that reaches rank 0 once its training loop has stopped (a repeated one, or the first when
+the loop stopped on the registry's pending resize before the signal came) goes to submitit's
+handler, which raises wherever rank 0 is: the attempt once read FAILED although it stopped as
+asked and resumed fine."""
 
 from __future__ import annotations
 
+import os
 import signal
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from submitit.core.utils import UncompletedJobError
 
 from helpers import RecordingBackend, tiny_spec, use_backend
 from ptctl.backends.base import AttemptStatus
@@ -63,26 +67,33 @@ def test_a_round_signals_again_a_resize_asked_earlier(tmp_path: Path, backend: B
     assert backend.signals == [("41", signal.SIGUSR2)]
 
 
-def test_a_stop_outside_the_training_loop_is_recorded_as_stopped(tmp_path: Path, monkeypatch):
-    registry = Registry(tmp_path / "home")
-    job_id = _running_job(tmp_path, registry, pending_resize={
-        "gpus": 2, "from_slurm_job_id": "41", "requested_at": "2026-01-01T00:01:00.000+00:00"})
-    # What submitit's local executor sets in each task: this is rank 0 of attempt 41.
-    for name, value in {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "41",
-                        "SUBMITIT_LOCAL_NTASKS": "1", "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
-                        "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_GLOBALID": "0",
-                        "SUBMITIT_LOCAL_LOCALID": "0"}.items():
-        monkeypatch.setenv(name, value)
-    task = worker.TuningTask(str(registry.home), job_id)
-    assert task.checkpoint() is None  # a resize is pending: end the attempt, do not requeue
-    attempt = registry.load(job_id).current_attempt
-    assert (attempt.state, attempt.reason) == (
-        "STOPPED", "stopped for a resize outside the training loop")
+def test_after_the_training_loop_a_usr2_no_longer_reaches_submitit(monkeypatch):
+    """Before the loop, USR2 goes to the handler submitit installed (checkpoint and requeue, or
+    end the attempt); after it, the loop has answered the stop and a late one is ignored."""
+    received = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))
+    try:
+        loop = {"ran": False}
+        worker._answer_usr2_once(loop)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert received == [signal.SIGUSR2]
+        loop["ran"] = True
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert received == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
 
-    # submitit then raises in rank 0; the worker's failure record leaves the stop standing.
-    state = registry.update(job_id, lambda st: worker._mark_attempt_failed(
-        st, "41", "UncompletedJobError: Job not requeued", False))
-    assert state.current_attempt.state == "STOPPED" and state.errors == []
+
+def test_submitits_end_of_an_attempt_with_a_resize_pending_is_a_stop(tmp_path: Path):
+    registry = Registry(tmp_path / "home")
+    resizing = _running_job(tmp_path, registry, pending_resize={
+        "gpus": 2, "from_slurm_job_id": "41", "requested_at": "2026-01-01T00:01:00.000+00:00"})
+    running = _running_job(tmp_path, registry)
+    ended = UncompletedJobError("Job not requeued because: checkpoint returned None.")
+    assert worker._stopped_for_resize(ended, registry, resizing)
+    assert not worker._stopped_for_resize(ended, registry, running)
+    assert not worker._stopped_for_resize(RuntimeError("gloo: connection closed"), registry,
+                                          resizing)
 
 
 def test_without_a_resize_the_checkpoint_requeues_as_is(tmp_path: Path, monkeypatch):

@@ -10,7 +10,9 @@ at the new size) or requeues it at the same size with `scontrol requeue`.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 import zlib
 
@@ -67,13 +69,16 @@ class TuningTask:
             registry.update(self.job_id, lambda st: _mark_running(st, slurm_id))
             _drop_literal_log_template(registry.paths(self.job_id).attempt_logs("%j"))
         last_check = [0.0]
+        loop = {"ran": False}
 
         def resize_pending() -> bool:
+            loop["ran"] = True
             if time.monotonic() - last_check[0] < STOP_CHECK_EVERY_S:
                 return False
             last_check[0] = time.monotonic()
             return registry.load(self.job_id).pending_resize is not None
 
+        _answer_usr2_once(loop)
         try:
             spec = spec_from_dict(registry.load_spec(self.job_id),
                                   origin=f"job {self.job_id} spec")
@@ -84,8 +89,13 @@ class TuningTask:
                             device=rank_device(env.local_rank), init_prompt=init_prompt,
                             init_prompt_id=state.init_prompt_id,
                             stop_check=resize_pending if rank == 0 else None, display="log")
+            loop["ran"] = True
         except BaseException as exc:
-            if rank == 0 and not isinstance(exc, SystemExit):
+            if rank == 0 and _stopped_for_resize(exc, registry, self.job_id):
+                # USR2 before the training loop: submitit's handler ended the attempt as asked.
+                registry.update(self.job_id, lambda st: _mark_stopped(
+                    st, slurm_id, "stopped for a resize before training started"))
+            elif rank == 0 and not isinstance(exc, SystemExit):
                 # Bad data or a bad spec fails the same way on every attempt: no retry.
                 fatal = isinstance(exc, (BadInputError, CorruptFileError))
                 message = bounded(str(exc) if fatal else f"{type(exc).__name__}: {exc}", 500)
@@ -115,20 +125,45 @@ class TuningTask:
         return summary
 
     def checkpoint(self, *args, **kwargs):
-        """submitit calls this on rank 0 for a SIGUSR2 outside the training loop (interpreter
-        start, model load, or a repeated signal after the loop stopped): the last checkpoint on
-        disk is already the state to resume, so requeue as is, or end the attempt (None) when a
-        resize is pending so that rebalance relaunches it. Ending it is recorded here: submitit
-        then raises wherever rank 0 is, and that exception is not a failure."""
+        """submitit calls this on SIGUSR2 outside the training loop (interpreter start, model
+        load): the last checkpoint on disk is already the state to resume, so requeue as is,
+        or end the attempt (None) when a resize is pending so that rebalance relaunches it.
+        Called from a signal handler: it reads the registry (lock-free) but never writes it."""
         import submitit
 
-        registry = Registry(self.home)
-        if registry.load(self.job_id).pending_resize is not None:
-            slurm_id = str(submitit.JobEnvironment().job_id)
-            registry.update(self.job_id, lambda st: _mark_stopped(
-                st, slurm_id, "stopped for a resize outside the training loop"))
+        if Registry(self.home).load(self.job_id).pending_resize is not None:
             return None
         return submitit.helpers.DelayedSubmission(TuningTask(self.home, self.job_id))
+
+
+def _answer_usr2_once(loop: dict) -> None:
+    """Before the training loop runs, SIGUSR2 goes to submitit's handler (which calls
+    `TuningTask.checkpoint`); once it has run, the loop has answered the stop (or finished), and
+    a late or repeated USR2 (a resize signalled twice, Slurm's time-limit warning) is ignored:
+    submitit's handler would requeue or end the attempt from wherever rank 0 then is, its
+    bookkeeping included."""
+    outer = signal.getsignal(signal.SIGUSR2)
+    if threading.current_thread() is not threading.main_thread() or not callable(outer):
+        return
+
+    def handler(signum, frame):
+        if not loop["ran"]:
+            outer(signum, frame)
+
+    signal.signal(signal.SIGUSR2, handler)
+
+
+def _stopped_for_resize(exc: BaseException, registry: Registry, job_id: str) -> bool:
+    """Whether `exc` is submitit's way of ending an attempt whose resize is pending
+    (`checkpoint` returned None), not a failure."""
+    from submitit.core.utils import UncompletedJobError
+
+    if not isinstance(exc, UncompletedJobError):
+        return False
+    try:
+        return registry.load(job_id).pending_resize is not None
+    except (PtctlError, OSError):
+        return False
 
 
 def _record_speed(registry: Registry, job_id: str) -> None:
@@ -223,8 +258,6 @@ def _mark_requeued(state: JobState, slurm_id: str, reason: str) -> None:
 
 def _mark_attempt_failed(state: JobState, slurm_id: str, message: str, fatal: bool) -> None:
     attempt = _attempt(state, slurm_id)
-    if attempt is not None and attempt.state == "STOPPED":
-        return  # stopped for a resize: submitit's exception on the way out is no failure
     if attempt is not None:
         attempt.ended_at, attempt.state, attempt.reason = utcnow(), "FAILED", message
         attempt.fatal = fatal
