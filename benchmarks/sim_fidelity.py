@@ -6,8 +6,12 @@ Usage: python benchmarks/sim_fidelity.py [RUN ...] [--baselines]
 RUN is a folder of data/elasticflow/reference/ (<trace>_<spec>; default: all of them). For each,
 ptctl's `elasticflow` runs on the same trace and cluster and is compared with ElasticFlow's
 recorded run: deadline satisfactory ratio (DSR), the share of jobs admitted or declined alike
-(and meeting their deadline alike), GPU-hours. `--baselines` also runs `prompttuner` and `edf`
-on those traces and prints them against ptctl's `elasticflow`. Prints markdown tables.
+(and meeting their deadline alike), GPU-hours. A run recorded up to a cut (`cut_at_s`: stopped
+before its end) is compared on what it says: ptctl replays the jobs that arrived by the cut (the
+later ones cannot change a decision made before them), and the jobs admitted alike, the jobs
+that left by the cut alike and meeting their deadline alike, and the GPU-hours to the cut are
+compared; it has no DSR. `--baselines` also runs `prompttuner` and `edf` on the whole traces
+and prints them against ptctl's `elasticflow`. Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -26,14 +30,37 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "elasticflow"
 REFERENCE = DATA / "reference"
 
 
-def load_reference(run: str) -> tuple[dict, dict[str, bool | None]]:
-    """ElasticFlow's recorded summary and job id -> met deadline (admitted jobs only; None where
-    the run's record does not say)."""
+def load_reference(run: str) -> tuple[dict, dict[str, dict]]:
+    """ElasticFlow's recorded summary and its admitted jobs' rows by id (`left_s` and `met`
+    are empty where the record does not say: late jobs not recorded, or still running at a
+    cut)."""
     folder = REFERENCE / run
     summary = json.loads((folder / "summary.json").read_text())
     with open(folder / "admitted.csv", newline="") as f:
-        return summary, {row["job_id"]: None if row["met"] == "" else row["met"] == "1"
-                         for row in csv.DictReader(f)}
+        return summary, {row["job_id"]: row for row in csv.DictReader(f)}
+
+
+def gpu_hours_until(result: SimResult, until_s: float) -> float:
+    """GPU-hours from the start to the round at `until_s`, as ElasticFlow's rows count them."""
+    line = result.timeline
+    return sum(used * (nxt - t) for (t, used), (nxt, _) in zip(line, line[1:])
+               if nxt <= until_s) / 3600
+
+
+def _at_cut(outcome, cut_s: float) -> str:
+    if outcome.declined:
+        return "declined"
+    if outcome.finish_s is None or outcome.finish_s > cut_s:
+        return "running"
+    return "met" if outcome.met_deadline else "late"
+
+
+def _ref_at_cut(row: dict | None) -> str:
+    if row is None:
+        return "declined"
+    if not row["left_s"]:
+        return "running"
+    return "met" if row["met"] == "1" else "late"
 
 
 def timed(jobs, policy, config) -> tuple[SimResult, float]:
@@ -58,24 +85,39 @@ def main() -> None:
         jobs, config = prepare(DATA / ref["trace"],
                                cluster_spec=DATA / "cluster_specs" / ref["cluster_spec"],
                                throughputs=DATA / "throughputs_A100")
-        result, wall = timed(jobs, "elasticflow", config)
+        cut = ref.get("cut_at_s")
+        replayed = jobs if cut is None else [j for j in jobs if j.arrival_s <= cut]
+        result, wall = timed(replayed, "elasticflow", config)
         s = result.summary()
-        same_admission = sum((not o.declined) == (o.job_id in ref_admitted) for o in result.outcomes)
-        n = len(result.outcomes)
+        outcomes = result.outcomes
+        n = len(outcomes)
+        same_admission = sum((not o.declined) == (o.job_id in ref_admitted) for o in outcomes)
         same_outcome = "-"
-        if None not in ref_admitted.values():
-            same = sum(o.met_deadline == ref_admitted.get(o.job_id, False) for o in result.outcomes)
+        if cut is not None:
+            same = sum(_at_cut(o, cut) == _ref_at_cut(ref_admitted.get(o.job_id))
+                       for o in outcomes)
             same_outcome = f"{same / n:.2%}"
-        ref_dsr, dsr = ref["deadline_satisfactory_ratio"], s["deadline_satisfactory_ratio"]
-        ref_gpu_h, gpu_h = ref["gpu_hours"], s["gpu_hours"]
+        elif all(row["met"] != "" for row in ref_admitted.values()):
+            same = sum(o.met_deadline == (ref_admitted.get(o.job_id, {}).get("met") == "1")
+                       for o in outcomes)
+            same_outcome = f"{same / n:.2%}"
+        ref_gpu_h = ref["gpu_hours"]
+        gpu_h = s["gpu_hours"] if cut is None else gpu_hours_until(result, cut)
         ref_cost, cost_diff = "-", "-"
         if ref_gpu_h is not None:
             ref_cost, cost_diff = f"{ref_gpu_h:,.1f}", f"{gpu_h / ref_gpu_h - 1:+.2%}"
-        print(f"| {ref['trace'].removesuffix('.csv')} | {ref['cluster_spec'].removesuffix('.csv')} | "
-              f"{n:,} | {ref_dsr:.4f} | {dsr:.4f} | {dsr - ref_dsr:+.4f} | "
+        if cut is None:
+            ref_dsr, dsr = ref["deadline_satisfactory_ratio"], s["deadline_satisfactory_ratio"]
+            dsr_cells = f"{ref_dsr:.4f} | {dsr:.4f} | {dsr - ref_dsr:+.4f}"
+            label = ref["trace"].removesuffix(".csv")
+        else:
+            dsr_cells = "- | - | -"
+            label = f"{ref['trace'].removesuffix('.csv')} to {cut:,} s ({n:,} of {ref['jobs']:,} arrived)"
+        print(f"| {label} | {ref['cluster_spec'].removesuffix('.csv')} | "
+              f"{n:,} | {dsr_cells} | "
               f"{same_admission / n:.2%} | {same_outcome} | {ref_cost} | {gpu_h:,.1f} | "
               f"{cost_diff} | {wall:.0f} |", flush=True)
-        if args.baselines:
+        if args.baselines and cut is None:
             baselines.append((run, jobs, config, s, wall))
 
     if not baselines:

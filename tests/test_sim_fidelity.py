@@ -43,3 +43,42 @@ def test_elasticflow_replay_matches_elasticflows_simulator_exactly(name):
     assert s["deadline_satisfactory_ratio"] == pytest.approx(summary["deadline_satisfactory_ratio"],
                                                              abs=1e-12)
     assert s["gpu_hours"] == pytest.approx(summary["gpu_hours"], abs=1e-5)
+
+
+def test_elasticflow_replay_matches_a_stopped_run_on_its_first_arrivals():
+    """cluster03's whole run was stopped at a cut (see the reference README). Any earlier moment
+    is a cut too: the decisions on the jobs that had arrived by then, and which of them had
+    left, meeting their deadline or not. The first 150 arrivals keep the test fast; the whole
+    cut is compared by `benchmarks/sim_fidelity.py`."""
+    folder = DATA / "reference" / "cluster03_n64g8"
+    summary = json.loads((folder / "summary.json").read_text())
+    with open(folder / "admitted.csv", newline="") as f:
+        rows = {row["job_id"]: row for row in csv.DictReader(f)}
+    assert len(rows) == summary["admitted"]
+    assert sum(row["left_s"] != "" for row in rows.values()) == summary["left"]
+    jobs, config = prepare(DATA / summary["trace"],
+                           cluster_spec=DATA / "cluster_specs" / summary["cluster_spec"],
+                           throughputs=DATA / "throughputs_A100")
+    first = jobs[:150]
+    until = first[-1].arrival_s
+    assert until < summary["cut_at_s"]
+
+    def theirs(job_id: str) -> str:
+        row = rows.get(job_id)
+        if row is None:
+            return "declined"
+        if not row["left_s"] or int(row["left_s"]) > until:
+            return "running"
+        return "met" if row["met"] == "1" else "late"
+
+    def ours(o) -> str:
+        if o.declined:
+            return "declined"
+        if o.finish_s is None or o.finish_s > until:
+            return "running"
+        return "met" if o.met_deadline else "late"
+
+    result = simulate(first, "elasticflow", config)
+    outcomes = {o.job_id: ours(o) for o in result.outcomes}
+    assert outcomes == {j.job_id: theirs(j.job_id) for j in first}
+    assert {"declined", "running", "met"} <= set(outcomes.values())
