@@ -47,7 +47,8 @@ def gpu_hours_until(result: SimResult, until_s: float) -> float:
                if nxt <= until_s) / 3600
 
 
-def _at_cut(outcome, cut_s: float) -> str:
+def state_at(outcome, cut_s: float) -> str:
+    """A replayed job's state at a cut: declined, running, met or late."""
     if outcome.declined:
         return "declined"
     if outcome.finish_s is None or outcome.finish_s > cut_s:
@@ -55,10 +56,12 @@ def _at_cut(outcome, cut_s: float) -> str:
     return "met" if outcome.met_deadline else "late"
 
 
-def _ref_at_cut(row: dict | None) -> str:
+def reference_state_at(row: dict | None, cut_s: float) -> str:
+    """The same for a job of ElasticFlow's record (its admitted.csv row, None if declined), at
+    the record's cut or any earlier moment."""
     if row is None:
         return "declined"
-    if not row["left_s"]:
+    if not row["left_s"] or int(row["left_s"]) > cut_s:
         return "running"
     return "met" if row["met"] == "1" else "late"
 
@@ -94,7 +97,7 @@ def main() -> None:
         same_admission = sum((not o.declined) == (o.job_id in ref_admitted) for o in outcomes)
         same_outcome = "-"
         if cut is not None:
-            same = sum(_at_cut(o, cut) == _ref_at_cut(ref_admitted.get(o.job_id))
+            same = sum(state_at(o, cut) == reference_state_at(ref_admitted.get(o.job_id), cut)
                        for o in outcomes)
             same_outcome = f"{same / n:.2%}"
         elif all(row["met"] != "" for row in ref_admitted.values()):

@@ -149,6 +149,17 @@ def steps_for_seconds(tmp_path: Path, training: dict, seconds: float, at_least: 
     return max(at_least, int(speed * seconds))
 
 
+def benchmark_module(name: str):
+    """A script of benchmarks/ loaded as a module (they are scripts, not a package), so tests
+    can check the rules their figures rest on."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class RecordingBackend:
     """Stands in for the scheduler backend in tests of round logic: signals are recorded, not
     sent, and no attempt is found by name. Subclasses say how attempts are submitted and

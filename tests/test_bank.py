@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, run_cli, write_spec, write_word_task
+from helpers import REPO, benchmark_module, run_cli, write_spec, write_word_task
 from typer.testing import CliRunner
 
 from ptctl.bank import ingest
@@ -526,17 +526,8 @@ def test_seed_bank_matches_its_sources_manifest():
         assert entry.steps_to_target is None or entry.steps_to_target <= entry.steps
 
 
-def _benchmark_module(name: str = "bank_convergence"):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bank_start_lr_rule_needs_a_complete_variant_at_most_0_8x_the_current_mean():
-    lr_bench = _benchmark_module("bank_start_lr")
+    lr_bench = benchmark_module("bank_start_lr")
     tasks = list(lr_bench.VALIDATION)
 
     def rows(lr, steps):
@@ -555,7 +546,7 @@ def test_bank_start_lr_rule_needs_a_complete_variant_at_most_0_8x_the_current_me
 
 
 def test_bank_objective_rules_need_every_cell_a_bank_gain_and_no_smaller_gap():
-    obj = _benchmark_module("bank_objective")
+    obj = benchmark_module("bank_objective")
 
     def cell(init, objective, accuracies):
         return {(init, objective): {t: {"eval_curve": [[0, 0.1, 0.0], [10, a, 0.0], [100, a, 0.0]]}
@@ -579,7 +570,7 @@ def test_bank_objective_rules_need_every_cell_a_bank_gain_and_no_smaller_gap():
 
 
 def test_convergence_summary_counts_censored_runs_and_pairs_inits(tmp_path):
-    conv = _benchmark_module()
+    conv = benchmark_module("bank_convergence")
     settings = {"eval_every": 5}
 
     def rec(task, init, seed, steps, prompt=None, score=None):
@@ -614,7 +605,7 @@ def test_convergence_summary_counts_censored_runs_and_pairs_inits(tmp_path):
 
 
 def test_convergence_learnable_tasks_are_those_random_init_reaches_on_most_seeds():
-    conv = _benchmark_module()
+    conv = benchmark_module("bank_convergence")
 
     def rec(task, init, seed, steps):
         return {"task": task, "init": init, "seed": seed, "steps_to_target": steps,
@@ -636,7 +627,7 @@ def test_convergence_learnable_tasks_are_those_random_init_reaches_on_most_seeds
 
 
 def test_convergence_report_retargets_only_downwards():
-    conv = _benchmark_module()
+    conv = benchmark_module("bank_convergence")
     run = {"task": "tweets-angry-vs-calm", "init": "random", "seed": 0, "target": 0.75,
            "steps_to_target": None, "max_steps": 20,
            "eval_curve": [[0, 0.5, 9.0], [5, 0.62, 3.0], [10, 0.7, 2.0], [20, 0.72, 1.0]]}

@@ -187,14 +187,9 @@ def test_the_planner_takes_the_banks_spread_as_its_margin(tmp_path):
 def test_the_prediction_benchmark_compares_at_the_evaluation_resolution():
     """benchmarks/bank_prediction.py: steps count at least one evaluation window, a run that
     never reached its target counts its max_steps, and the interval is read on that scale."""
-    import importlib.util
+    from helpers import benchmark_module
 
-    from helpers import REPO
-
-    loader = importlib.util.spec_from_file_location(
-        "bank_prediction", REPO / "benchmarks" / "bank_prediction.py")
-    bench = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(bench)
+    bench = benchmark_module("bank_prediction")
 
     def row(predicted, lo, hi, measured):
         return {"predicted_steps": predicted, "interval_lo": lo, "interval_hi": hi,

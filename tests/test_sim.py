@@ -124,12 +124,9 @@ def test_measured_starts_prefer_the_prediction_runs_and_count_censored_runs(tmp_
     """benchmarks/measured_starts.py: heldout_convergence's bank rows when there is no
     heldout_prediction/runs.jsonl, the runs when there is (rows with no recorded run left
     out); a censored run counts max_steps + eval_every, a step-0 start one evaluation."""
-    import importlib.util
+    from helpers import benchmark_module
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "measured_starts.py"
-    spec = importlib.util.spec_from_file_location("measured_starts", path)
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
+    builder = benchmark_module("measured_starts")
     (tmp_path / "heldout_convergence").mkdir()
     settings = {"eval_every": 10}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import benchmark_module
 from ptctl.sim.engine import simulate
 from ptctl.sim.runner import prepare
 
@@ -50,10 +51,8 @@ def test_elasticflow_replay_matches_a_stopped_run_on_its_first_arrivals():
     is a cut too: the decisions on the jobs that had arrived by then, and which of them had
     left, meeting their deadline or not. The first 150 arrivals keep the test fast; the whole
     cut is compared by `benchmarks/sim_fidelity.py`."""
-    folder = DATA / "reference" / "cluster03_n64g8"
-    summary = json.loads((folder / "summary.json").read_text())
-    with open(folder / "admitted.csv", newline="") as f:
-        rows = {row["job_id"]: row for row in csv.DictReader(f)}
+    fidelity = benchmark_module("sim_fidelity")
+    summary, rows = fidelity.load_reference("cluster03_n64g8")
     assert len(rows) == summary["admitted"]
     assert sum(row["left_s"] != "" for row in rows.values()) == summary["left"]
     jobs, config = prepare(DATA / summary["trace"],
@@ -63,22 +62,8 @@ def test_elasticflow_replay_matches_a_stopped_run_on_its_first_arrivals():
     until = first[-1].arrival_s
     assert until < summary["cut_at_s"]
 
-    def theirs(job_id: str) -> str:
-        row = rows.get(job_id)
-        if row is None:
-            return "declined"
-        if not row["left_s"] or int(row["left_s"]) > until:
-            return "running"
-        return "met" if row["met"] == "1" else "late"
-
-    def ours(o) -> str:
-        if o.declined:
-            return "declined"
-        if o.finish_s is None or o.finish_s > until:
-            return "running"
-        return "met" if o.met_deadline else "late"
-
     result = simulate(first, "elasticflow", config)
-    outcomes = {o.job_id: ours(o) for o in result.outcomes}
-    assert outcomes == {j.job_id: theirs(j.job_id) for j in first}
+    outcomes = {o.job_id: fidelity.state_at(o, until) for o in result.outcomes}
+    assert outcomes == {j.job_id: fidelity.reference_state_at(rows.get(j.job_id), until)
+                        for j in first}
     assert {"declined", "running", "met"} <= set(outcomes.values())
