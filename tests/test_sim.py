@@ -250,6 +250,42 @@ def test_cli_reports_a_hopeless_job_infeasible_and_runs_it_at_its_cheapest_count
     assert max((1, 2, 4, 8, 16, 32), key=rate) == 16
     start_s = ResizeCost().start()
     assert float(row["gpu_hours"]) == pytest.approx((start_s + 30_000 / rate(1)) / 3600)
+    # No schedule meets it, and none spends less than this one did.
+    assert row["missed_even_alone"] == "True"
+    assert float(row["least_gpu_hours"]) == pytest.approx(float(row["gpu_hours"]))
+
+
+def test_the_floors_count_the_bank_search_and_the_start():
+    """A job whose deadline leaves 5 s less than the bank search needs is missed even alone
+    by `prompttuner` (which sees it 10 s late) but not by `infless`; a job shorter than its
+    start cost is missed by both; the least GPU-seconds are one start plus the work at 1 GPU."""
+    from ptctl.planner.policies import get_policy
+    from ptctl.sim.engine import least_gpu_seconds, misses_even_alone
+    from ptctl.sim.traces import SimJob
+    config = SimConfig(ClusterModel(32), prompt_tuning_throughputs())
+    rate = prompt_tuning_throughputs().curve("gpt-base", 32).rate
+    fastest = max((1, 2, 4, 8, 16, 32), key=rate)
+    start_s = ResizeCost().start()
+    tight = SimJob("tight", 100.0, 100.0 + start_s + 3000 / rate(fastest) + 5.0, "gpt-base", 32,
+                   3000, 3000, 1, 32)
+    hopeless = SimJob("hopeless", 0.0, start_s - 1.0, "gpt-base", 32, 10, 10, 1, 32)
+    pt, infless = get_policy("prompttuner"), get_policy("infless")
+    assert misses_even_alone(tight, pt, config) and not misses_even_alone(tight, infless, config)
+    assert misses_even_alone(hopeless, pt, config) and misses_even_alone(hopeless, infless, config)
+    assert least_gpu_seconds(tight, pt, config) == pytest.approx(start_s + 3000 / rate(1))
+
+
+def test_no_policy_beats_the_floors_on_a_generated_trace():
+    """The floors are floors: no job missed even alone meets its deadline, and no finished job
+    spends fewer GPU-seconds than its least, under every policy."""
+    config = SimConfig(ClusterModel(32), prompt_tuning_throughputs(), estimate_rel_sd=0.2)
+    jobs = generate(GenSpec(jobs=120, rate_per_hour=40, seed=3))
+    for policy in POLICIES:
+        result = simulate(jobs, policy, config)
+        assert result.summary()["missed_even_alone"] > 0, policy  # the trace has such jobs
+        for o in result.outcomes:
+            assert not (o.missed_even_alone and o.met_deadline), (policy, o)
+            assert o.finish_s is None or o.gpu_seconds >= o.least_gpu_seconds - 1e-6, (policy, o)
 
 
 def test_cli_bad_trace_exits_2_with_one_line(tmp_path):

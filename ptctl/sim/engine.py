@@ -22,7 +22,10 @@ moves linearly to the truth as the job progresses (the live scheduler refits it 
 loss curve), and its spread shrinks in proportion to the work left.
 
 Determinism: the only randomness (the noise of iteration estimates) is drawn from `seed`.
-GPU-hours count every GPU a job holds, stalls included. There is no warm pool (the live
+GPU-hours count every GPU a job holds, stalls included. Each outcome also says whether the job
+would miss its deadline even alone on the cluster (`misses_even_alone`) and the fewest
+GPU-seconds any schedule spends on it (`least_gpu_seconds`): floors under any policy's
+violations and GPU-hours. There is no warm pool (the live
 scheduler keeps none): every start and resize loads the model.
 """
 
@@ -74,7 +77,8 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
     policy = get_policy(policy)
     cluster = config.cluster
     if cluster.overhead_model == "elasticflow" and policy.name == "elasticflow":
-        return simulate_elasticflow_events(jobs, policy, config)
+        return _with_floors(simulate_elasticflow_events(jobs, policy, config),
+                                       jobs, policy, config)
     total_gpus = cluster.total_gpus
     slot = cluster.slot_s
     ef_physics = cluster.overhead_model == "elasticflow"
@@ -213,4 +217,56 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
         last_round = now
         now = now + slot if upcoming - now <= slot else upcoming
 
-    return SimResult(policy.name, outcomes, gpu_seconds, timeline, rounds)
+    return _with_floors(SimResult(policy.name, outcomes, gpu_seconds, timeline, rounds),
+                                   jobs, policy, config)
+
+
+def misses_even_alone(job: SimJob, policy: Policy, config: SimConfig) -> bool:
+    """Whether `job` misses its deadline under `policy` even alone on the cluster: seen after
+    the policy's bank lookup, its exact iterations known, started at once at its fastest allowed
+    count and paying only the start cost. No schedule meets such a job, so their number is a
+    floor under any policy's violations on the trace, and caps the ratio it can show."""
+    cluster = config.cluster
+    curve = config.throughputs.curve(job.model, job.global_batch)
+    allowed = allowed_gpu_counts(job.min_gpus, job.max_gpus, budget=cluster.total_gpus,
+                                 gpus_per_node=cluster.gpus_per_node, levels=curve.allowed_gpus)
+    iterations = job.iterations_bank if policy.uses_bank else job.iterations
+    start = job.arrival_s + (config.bank_lookup_s if policy.uses_bank else 0.0)
+    return not any(start + _least_start_s(cluster, g) + iterations / curve.rate(g)
+                   <= job.deadline_s for g in allowed)
+
+
+def least_gpu_seconds(job: SimJob, policy: Policy, config: SimConfig) -> float:
+    """The fewest GPU-seconds any schedule can spend on `job` under `policy` (every job runs to
+    its end, nothing is dropped): one start on the smallest allowed count, and its exact
+    iterations at the allowed count with the most iterations per GPU-second. Their sum is a
+    floor under any policy's GPU-hours on the trace."""
+    cluster = config.cluster
+    curve = config.throughputs.curve(job.model, job.global_batch)
+    allowed = allowed_gpu_counts(job.min_gpus, job.max_gpus, budget=cluster.total_gpus,
+                                 gpus_per_node=cluster.gpus_per_node, levels=curve.allowed_gpus)
+    if not allowed:
+        return 0.0  # never runs
+    iterations = job.iterations_bank if policy.uses_bank else job.iterations
+    smallest = min(allowed)
+    return (smallest * _least_start_s(cluster, smallest)
+            + iterations * min(g / curve.rate(g) for g in allowed))
+
+
+def _least_start_s(cluster, gpus: int) -> float:
+    """The shortest stall a start on `gpus` can have: under ElasticFlow's overhead model a
+    placement its trainer cache has seen costs only the per-round overhead."""
+    if cluster.overhead_model == "elasticflow":
+        return elasticflow_overhead_s(gpus, False, cluster_gpus=cluster.total_gpus)
+    return cluster.transition_s(0, gpus)
+
+
+def _with_floors(result: SimResult, jobs: list[SimJob], policy: Policy,
+                            config: SimConfig) -> SimResult:
+    """Each outcome's floors: whether it misses even alone, and its least GPU-seconds."""
+    by_id = {job.job_id: job for job in jobs}
+    for outcome in result.outcomes:
+        job = by_id[outcome.job_id]
+        outcome.missed_even_alone = misses_even_alone(job, policy, config)
+        outcome.least_gpu_seconds = least_gpu_seconds(job, policy, config)
+    return result

@@ -40,6 +40,8 @@ class JobOutcome:
     finish_s: float | None = None
     declined: bool = False
     reported_infeasible: bool = False
+    missed_even_alone: bool = False  # no schedule can meet its deadline (`misses_even_alone`)
+    least_gpu_seconds: float = 0.0  # what any schedule spends on it at least (`least_gpu_seconds`)
     gpu_seconds: float = 0.0
     resizes: int = 0
 
@@ -75,6 +77,7 @@ class SimResult:
             "slo_violation_rate": (jobs - met) / jobs if jobs else 0.0,
             "deadline_satisfactory_ratio": met / jobs if jobs else 0.0,
             "gpu_hours": self.gpu_seconds / 3600.0,
+            "least_gpu_hours": sum(o.least_gpu_seconds for o in self.outcomes) / 3600.0,
             "mean_jct_s": statistics.fmean(jcts) if jcts else None,
             "median_jct_s": statistics.median(jcts) if jcts else None,
             "resizes": sum(o.resizes for o in self.outcomes),
@@ -82,6 +85,7 @@ class SimResult:
             "late": sum(o.status == "late" for o in self.outcomes),
             "unfinished": sum(o.status == "unfinished" for o in self.outcomes),
             "reported_infeasible": sum(o.reported_infeasible for o in self.outcomes),
+            "missed_even_alone": sum(o.missed_even_alone for o in self.outcomes),
             "rounds": self.rounds,
         }
 
@@ -92,5 +96,7 @@ class SimResult:
             "jct_s": None if o.finish_s is None else o.finish_s - o.arrival_s,
             "status": o.status, "met_deadline": o.met_deadline,
             "reported_infeasible": o.reported_infeasible,
-            "gpu_hours": o.gpu_seconds / 3600.0, "resizes": o.resizes,
+            "missed_even_alone": o.missed_even_alone,
+            "gpu_hours": o.gpu_seconds / 3600.0, "least_gpu_hours": o.least_gpu_seconds / 3600.0,
+            "resizes": o.resizes,
         } for o in self.outcomes]
