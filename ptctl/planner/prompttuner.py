@@ -29,7 +29,7 @@ class PromptTunerSettings:
     safety_z: float = 1.0            # plan for remaining + z * sd iterations
     hold_s: float = 600.0            # no downsizing within this long after a resize
     reclaim_min_gain: float = 2.0    # reclaim only if GPU-seconds saved > gain * resize GPU-seconds
-    risk_slack_fraction: float = 0.1  # at risk: slack < this fraction of the time to finish
+    risk_slack_fraction: float = 0.1  # a queued job waits only with this much of its run as slack
     commit: bool = True              # guarantee test on arrival (no declines): see PromptTunerPolicy
     late_gpu_hours_per_hour: float = 0.0  # best effort: GPU-hours one hour less late is worth
 
@@ -45,7 +45,8 @@ class PromptTunerPolicy(Policy):
        preempt them (`_can_wait`).
     3. Running jobs ahead of schedule give GPUs back only when the saving outweighs the resize
        cost and they have not been resized for `hold_s` (hysteresis: no thrashing).
-    4. Spare GPUs go only to jobs at risk (slack below a fraction of their time to finish).
+    4. Spare GPUs stay free: no job gets more than its need (on the prompt-tuning traces,
+       handing them to jobs with thin slack cost more GPU-hours than INFless's at low load).
     5. A job on time only without the safety margin (at risk) runs best-effort at the smallest
        count on time for its estimate. A job that cannot make its deadline at any count is
        reported "infeasible" at once and run best-effort on what is left, never dropped, at the
@@ -105,18 +106,6 @@ class PromptTunerPolicy(Policy):
             else:
                 target[job.job_id] = _largest_fitting(job, free) if job.gpus else 0
             free -= target[job.job_id]
-        # Spare GPUs: jobs at risk first, one level at a time, least slack first.
-        for job, need, slack, remaining, _ in feasible:
-            g = target[job.job_id]
-            if g == 0:
-                continue
-            time_to_finish = remaining / job.rate(g)
-            if slack >= s.risk_slack_fraction * time_to_finish:
-                continue
-            up = [x for x in job.allowed_gpus if x > g and x - g <= free]
-            if up:
-                free -= up[0] - g
-                target[job.job_id] = up[0]
         best_effort = sorted((p for p in plans if p[4] != FEASIBLE),
                              key=lambda p: (p[0].deadline_s, p[0].job_id))
         for job, size, _, _, _ in best_effort:
@@ -125,7 +114,7 @@ class PromptTunerPolicy(Policy):
             free -= g
 
         out = []
-        for job, _, slack, remaining, kind in plans:
+        for job, _, _, remaining, kind in plans:
             g = target[job.job_id]
             finish = None
             if g:

@@ -6,7 +6,10 @@ event loop instead (ptctl.sim.elasticflow_replay).
 Time advances from round to round. A round happens at the next event - an arrival, a job's
 predicted completion, or a time a policy asked to be reviewed at - but, as in ElasticFlow's
 simulator, an event less than one slot away is handled at the next slot boundary (`now + slot`),
-merged with everything else due by then. At each round:
+merged with everything else due by then. Under the `resize` overhead model (ptctl on Slurm) an
+arrival is also planned at once, between rounds, as `ptctl submit` does: the policy decides over
+all jobs and only the new job's decision is applied, on the GPUs free then (`_admit`). At each
+round:
 
   1. running jobs progress at their table rate for the time since the last round, minus the
      time they were stalled by a start or resize (the cluster's overhead model);
@@ -121,6 +124,11 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
         active[job.job_id] = live
         outcomes.append(live.outcome)
 
+    # Under Slurm's physics ptctl plans and starts a job at submit (ptctl.scheduler.admission),
+    # between rebalance rounds; ElasticFlow's simulator decides at its rounds only.
+    admit_on_arrival = not ef_physics
+    full = True  # this round is a rebalance; False: an admission at submit
+    last_full = now
     while True:
         # 1-2. progress since the last round; completions.
         elapsed = now - last_round
@@ -142,16 +150,18 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
             gpu_seconds += live.gpus * elapsed
 
         # 3. arrivals.
+        arrived = set()
         while next_arrival < len(arrivals) and arrivals[next_arrival].arrival_s + lookup_s <= now:
             add_arrival(arrivals[next_arrival], next_arrival)
+            arrived.add(arrivals[next_arrival].job_id)
             next_arrival += 1
 
         if not active and next_arrival >= len(arrivals):
             break
 
         # 4. decide and apply.
+        review = math.inf
         if active:
-            rounds += 1
             views = []
             for live in active.values():
                 job = live.job
@@ -163,9 +173,12 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
                     memory=live.view.memory if live.view else None)
                 views.append(live.view)
             decisions = decide(policy, now, total_gpus, views, cluster)
+            if not full:
+                timeline.append((now, _admit(active, decisions, arrived, now, total_gpus, cluster)))
+        if active and full:
+            rounds += 1
             restart = ef_physics and rounds % EF_RESTART_EVERY == 0
             used = 0
-            review = math.inf
             for live, d in zip(list(active.values()), decisions):
                 if d.job_id != live.job.job_id:
                     raise AssertionError("policy returned decisions out of order")
@@ -215,10 +228,42 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
             break  # queued jobs that nothing will ever start
         upcoming = min(candidates)
         last_round = now
-        now = now + slot if upcoming - now <= slot else upcoming
+        if full:
+            last_full = now
+        next_full = last_full + slot if upcoming - last_full <= slot else upcoming
+        arrival_at = (arrivals[next_arrival].arrival_s + lookup_s
+                      if next_arrival < len(arrivals) else math.inf)
+        full = not (admit_on_arrival and arrival_at < next_full)
+        now = next_full if full else arrival_at
 
     return _with_floors(SimResult(policy.name, outcomes, gpu_seconds, timeline, rounds),
                                    jobs, policy, config)
+
+
+def _admit(active: dict[str, _Live], decisions: list, arrived: set[str], now: float,
+           total_gpus: int, cluster) -> int:
+    """Apply only the just-arrived jobs' decisions, as `ptctl submit` does: each starts on the
+    largest allowed count up to its planned one that the GPUs free now allow (else the next
+    round starts it), is told at once when it cannot make its deadline, and keeps no policy
+    memory; the running jobs are left to the next round. Returns the GPUs in use."""
+    used = sum(live.gpus for live in active.values())
+    for live, d in zip(list(active.values()), decisions):
+        if d.job_id != live.job.job_id:
+            raise AssertionError("policy returned decisions out of order")
+        if live.job.job_id not in arrived:
+            continue
+        if d.action == "infeasible":
+            live.outcome.reported_infeasible = True
+        if d.action == "decline":
+            live.outcome.declined = True
+            del active[live.job.job_id]
+            continue
+        gpus = max((g for g in live.allowed if g <= min(d.gpus, total_gpus - used)), default=0)
+        if gpus:
+            live.gpus = gpus
+            live.stall_until = now + cluster.transition_s(0, gpus)
+            used += gpus
+    return used
 
 
 def misses_even_alone(job: SimJob, policy: Policy, config: SimConfig) -> bool:
