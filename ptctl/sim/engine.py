@@ -180,15 +180,9 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
             restart = ef_physics and rounds % EF_RESTART_EVERY == 0
             used = 0
             for live, d in zip(list(active.values()), decisions):
-                if d.job_id != live.job.job_id:
-                    raise AssertionError("policy returned decisions out of order")
-                live.view.memory = d.memory
-                if d.action == "infeasible":
-                    live.outcome.reported_infeasible = True
-                if d.action == "decline":
-                    live.outcome.declined = True
-                    del active[live.job.job_id]
+                if not _take_decision(active, live, d):
                     continue
+                live.view.memory = d.memory
                 old, new = live.gpus, d.gpus
                 if old and new != old:
                     live.outcome.resizes += 1
@@ -240,6 +234,20 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
                                    jobs, policy, config)
 
 
+def _take_decision(active: dict[str, _Live], live: _Live, d) -> bool:
+    """Record what decision `d` tells `live`'s outcome: reported infeasible, or declined (the
+    job leaves `active`); False when it was declined."""
+    if d.job_id != live.job.job_id:
+        raise AssertionError("policy returned decisions out of order")
+    if d.action == "infeasible":
+        live.outcome.reported_infeasible = True
+    if d.action == "decline":
+        live.outcome.declined = True
+        del active[live.job.job_id]
+        return False
+    return True
+
+
 def _admit(active: dict[str, _Live], decisions: list, arrived: set[str], now: float,
            total_gpus: int, cluster) -> int:
     """Apply only the just-arrived jobs' decisions, as `ptctl submit` does: each starts on the
@@ -248,15 +256,7 @@ def _admit(active: dict[str, _Live], decisions: list, arrived: set[str], now: fl
     memory; the running jobs are left to the next round. Returns the GPUs in use."""
     used = sum(live.gpus for live in active.values())
     for live, d in zip(list(active.values()), decisions):
-        if d.job_id != live.job.job_id:
-            raise AssertionError("policy returned decisions out of order")
-        if live.job.job_id not in arrived:
-            continue
-        if d.action == "infeasible":
-            live.outcome.reported_infeasible = True
-        if d.action == "decline":
-            live.outcome.declined = True
-            del active[live.job.job_id]
+        if live.job.job_id not in arrived or not _take_decision(active, live, d):
             continue
         gpus = max((g for g in live.allowed if g <= min(d.gpus, total_gpus - used)), default=0)
         if gpus:
