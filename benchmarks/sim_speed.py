@@ -50,9 +50,9 @@ def main() -> None:
         result = simulate(jobs, policy, config)
         seconds = time.perf_counter() - start
         # Little's law: the jobs in the system on average, which every round walks.
-        ends = [o.finish_s for o in result.outcomes if o.finish_s is not None]
-        in_system = (sum(o.finish_s - o.arrival_s for o in result.outcomes if o.finish_s)
-                     / (max(ends) - jobs[0].arrival_s))
+        done = [o for o in result.outcomes if o.finish_s is not None]
+        in_system = (sum(o.finish_s - o.arrival_s for o in done)
+                     / (max(o.finish_s for o in done) - jobs[0].arrival_s))
         print(f"| 15,000-job trace (60/h, 32 GPUs), {result.rounds} rounds, {in_system:.0f} jobs "
               f"in the system on average | {policy} | {seconds:.1f} s |", flush=True)
 

@@ -81,7 +81,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
     cluster = config.cluster
     if cluster.overhead_model == "elasticflow" and policy.name == "elasticflow":
         return _with_floors(simulate_elasticflow_events(jobs, policy, config),
-                                       jobs, policy, config)
+                            jobs, policy, config)
     total_gpus = cluster.total_gpus
     slot = cluster.slot_s
     ef_physics = cluster.overhead_model == "elasticflow"
@@ -231,7 +231,7 @@ def simulate(jobs: list[SimJob], policy: str | Policy, config: SimConfig) -> Sim
         now = next_full if full else arrival_at
 
     return _with_floors(SimResult(policy.name, outcomes, gpu_seconds, timeline, rounds),
-                                   jobs, policy, config)
+                        jobs, policy, config)
 
 
 def _take_decision(active: dict[str, _Live], live: _Live, d) -> bool:
@@ -271,13 +271,9 @@ def misses_even_alone(job: SimJob, policy: Policy, config: SimConfig) -> bool:
     the policy's bank lookup, its exact iterations known, started at once at its fastest allowed
     count and paying only the start cost. No schedule meets such a job, so their number is a
     floor under any policy's violations on the trace, and caps the ratio it can show."""
-    cluster = config.cluster
-    curve = config.throughputs.curve(job.model, job.global_batch)
-    allowed = allowed_gpu_counts(job.min_gpus, job.max_gpus, budget=cluster.total_gpus,
-                                 gpus_per_node=cluster.gpus_per_node, levels=curve.allowed_gpus)
-    iterations = job.iterations_bank if policy.uses_bank else job.iterations
+    curve, allowed, iterations = _alone(job, policy, config)
     start = job.arrival_s + (config.bank_lookup_s if policy.uses_bank else 0.0)
-    return not any(start + _least_start_s(cluster, g) + iterations / curve.rate(g)
+    return not any(start + _least_start_s(config.cluster, g) + iterations / curve.rate(g)
                    <= job.deadline_s for g in allowed)
 
 
@@ -286,16 +282,22 @@ def least_gpu_seconds(job: SimJob, policy: Policy, config: SimConfig) -> float:
     its end, nothing is dropped): one start on the smallest allowed count, and its exact
     iterations at the allowed count with the most iterations per GPU-second. Their sum is a
     floor under any policy's GPU-hours on the trace."""
+    curve, allowed, iterations = _alone(job, policy, config)
+    if not allowed:
+        return 0.0  # never runs
+    smallest = min(allowed)
+    return (smallest * _least_start_s(config.cluster, smallest)
+            + iterations * min(g / curve.rate(g) for g in allowed))
+
+
+def _alone(job: SimJob, policy: Policy, config: SimConfig):
+    """What the floors need of a job: its throughput curve, its allowed GPU counts on this
+    cluster (as the simulation gives them), and its exact iterations under `policy`."""
     cluster = config.cluster
     curve = config.throughputs.curve(job.model, job.global_batch)
     allowed = allowed_gpu_counts(job.min_gpus, job.max_gpus, budget=cluster.total_gpus,
                                  gpus_per_node=cluster.gpus_per_node, levels=curve.allowed_gpus)
-    if not allowed:
-        return 0.0  # never runs
-    iterations = job.iterations_bank if policy.uses_bank else job.iterations
-    smallest = min(allowed)
-    return (smallest * _least_start_s(cluster, smallest)
-            + iterations * min(g / curve.rate(g) for g in allowed))
+    return curve, allowed, job.iterations_bank if policy.uses_bank else job.iterations
 
 
 def _least_start_s(cluster, gpus: int) -> float:
@@ -307,7 +309,7 @@ def _least_start_s(cluster, gpus: int) -> float:
 
 
 def _with_floors(result: SimResult, jobs: list[SimJob], policy: Policy,
-                            config: SimConfig) -> SimResult:
+                 config: SimConfig) -> SimResult:
     """Each outcome's floors: whether it misses even alone, and its least GPU-seconds."""
     by_id = {job.job_id: job for job in jobs}
     for outcome in result.outcomes:
